@@ -14,9 +14,10 @@ from imd import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from hwsim import cli as sim_cli
+
     from central import cli as central_cli
     from edge import cli as edge_cli
-    from hwsim import cli as sim_cli
     from imd import decode_cli, demo
     from provisioning import cli as provision_cli
 

@@ -99,7 +99,9 @@ class SiteExport(_Model):
         apartments = {a.object_number for a in self.apartments}
         for apartment in self.apartments:
             if apartment.building not in buildings:
-                raise ValueError(f"apartment {apartment.object_number}: unknown building {apartment.building}")
+                raise ValueError(
+                    f"apartment {apartment.object_number}: unknown building {apartment.building}"
+                )
         for meter in self.meters:
             if meter.apartment is not None and meter.apartment not in apartments:
                 raise ValueError(f"meter {meter.id}: unknown apartment {meter.apartment}")

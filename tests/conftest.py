@@ -41,7 +41,7 @@ class _BrokerThread:
         from central.embedded_broker import EmbeddedBroker, free_port  # noqa: PLC0415
 
         self.port = free_port()
-        self.password = "test-central"  # noqa: S105 - throwaway broker for one test session
+        self.password = "test-central"
         self._loop = asyncio.new_event_loop()
         self._broker = EmbeddedBroker("127.0.0.1", self.port, {"central": self.password})
         self._thread = threading.Thread(target=self._loop.run_forever, name="embedded-broker", daemon=True)
@@ -82,5 +82,5 @@ def postgres_url() -> str:
     parts = urlsplit(url.replace("+asyncpg", ""))
     host, port = parts.hostname or "127.0.0.1", parts.port or 5432
     if not _reachable(host, port):
-        pytest.skip(f"PostgreSQL not reachable at {host}:{port} (set IMD_TEST_DATABASE_URL to run these tests)")
+        pytest.skip(f"PostgreSQL not reachable at {host}:{port}; set IMD_TEST_DATABASE_URL to run these tests")
     return url

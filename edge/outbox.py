@@ -1,0 +1,292 @@
+"""Durable outbox: every frame is committed to SQLite before it is published, and deleted only after
+the broker's PUBACK for the message that carried it.
+
+Why SQLite with WAL and ``synchronous=FULL``: a committed row survives kill -9 and power loss, which
+is the whole promise ("never lose a reading"). Sequence numbers are assigned in the same transaction
+that stores the frame, from a counter kept in the same database, so they are strictly increasing per
+collector across restarts and central can de-duplicate redeliveries on ``(collector, sequence)``.
+
+When full (``max_frames`` or ``max_bytes``), the policy is: drop the lowest priority first, oldest
+first within a priority - diagnostics (failed / no-answer records) before non-billing data (radio
+forwards, on-demand reads) before billing data (the scheduled poll). Every drop is counted in the
+database, logged as a warning and raised as a status alarm; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+
+import aiosqlite
+
+from protocols.messages import FrameMessage, FrameStatus
+
+log = logging.getLogger(__name__)
+
+
+class Priority(IntEnum):
+    """What to give up first when the outbox is full (lowest first)."""
+
+    DIAGNOSTIC = 0
+    BULK = 1
+    BILLING = 2
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    sequence: int
+    payload: bytes  # the FrameMessage as JSON, sequence included
+    created_at: float
+
+    def message(self) -> FrameMessage:
+        return FrameMessage.model_validate_json(self.payload)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStats:
+    depth: int
+    size_bytes: int
+    oldest_age_s: float | None
+    dropped_total: int
+    dropped_billing_total: int
+    next_sequence: int
+    full: bool
+
+    def alarms(self) -> list[str]:
+        out = []
+        if self.dropped_total:
+            out.append(
+                f"outbox overflowed: {self.dropped_total} frames dropped"
+                f" ({self.dropped_billing_total} billing)"
+            )
+        if self.full:
+            out.append("outbox full")
+        return out
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    sequence INTEGER PRIMARY KEY,
+    priority INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    size INTEGER NOT NULL,
+    payload BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_evict ON outbox (priority, sequence);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+# Above this share of the limits the outbox reports itself "full" (an early alarm, before drops).
+_FULL_RATIO = 0.9
+
+
+def priority_for(message: FrameMessage, billing: bool) -> Priority:
+    if message.status is not FrameStatus.OK:
+        return Priority.DIAGNOSTIC
+    return Priority.BILLING if billing else Priority.BULK
+
+
+class Outbox:
+    """Async, single-writer outbox on one aiosqlite connection. Use :meth:`open`."""
+
+    def __init__(self, db: aiosqlite.Connection, path: Path, max_frames: int, max_bytes: int) -> None:
+        self._db = db
+        self.path = path
+        self.max_frames = max_frames
+        self.max_bytes = max_bytes
+        self._depth = 0
+        self._bytes = 0
+
+    @classmethod
+    async def open(cls, path: Path | str, *, max_frames: int = 500_000, max_bytes: int = 256 << 20) -> Outbox:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=FULL")
+            await db.executescript(_SCHEMA)
+            box = cls(db, path, max_frames, max_bytes)
+            await box._recount()
+        except BaseException:
+            await db.close()
+            raise
+        return box
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def __aenter__(self) -> Outbox:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _recount(self) -> None:
+        async with self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox") as cur:
+            row = await cur.fetchone()
+        assert row is not None
+        self._depth, self._bytes = int(row[0]), int(row[1])
+
+    async def _meta_int(self, key: str, default: int = 0) -> int:
+        async with self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)) as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else default
+
+    async def _set_meta(self, key: str, value: str) -> None:
+        await self._db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?)"
+            " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    async def get_meta(self, key: str) -> str | None:
+        async with self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)) as cur:
+            row = await cur.fetchone()
+        return str(row[0]) if row else None
+
+    async def set_meta(self, key: str, value: str) -> None:
+        await self._set_meta(key, value)  # autocommit: durable on return
+
+    async def add(self, messages: Sequence[FrameMessage], *, billing: bool = True) -> list[FrameMessage]:
+        """Assign sequence numbers, commit, and return the stored messages (with their sequence).
+
+        The sequence in the given messages is ignored. On return the frames are on disk.
+        """
+        if not messages:
+            return []
+        now = time.time()
+        stored: list[FrameMessage] = []
+        await self._db.execute("BEGIN IMMEDIATE")
+        try:
+            seq = await self._meta_int("next_sequence", 1)
+            rows = []
+            for message in messages:
+                msg = message.model_copy(update={"sequence": seq})
+                payload = msg.model_dump_json().encode()
+                rows.append((seq, int(priority_for(msg, billing)), now, len(payload), payload))
+                stored.append(msg)
+                seq += 1
+            await self._db.executemany(
+                "INSERT INTO outbox (sequence, priority, created_at, size, payload) VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
+            await self._set_meta("next_sequence", str(seq))
+            depth = self._depth + len(rows)
+            size = self._bytes + sum(r[3] for r in rows)
+            depth, size = await self._evict(depth, size)
+            await self._db.execute("COMMIT")
+        except BaseException:
+            await self._db.execute("ROLLBACK")
+            raise
+        self._depth, self._bytes = depth, size
+        return stored
+
+    async def _evict(self, depth: int, size: int) -> tuple[int, int]:
+        """Inside the add transaction: drop by policy until within the limits."""
+        if depth <= self.max_frames and size <= self.max_bytes:
+            return depth, size
+        dropped = dropped_billing = 0
+        while depth > self.max_frames or size > self.max_bytes:
+            want = max(depth - self.max_frames, 1)
+            async with self._db.execute(
+                "SELECT sequence, priority, size FROM outbox ORDER BY priority, sequence LIMIT ?",
+                (max(want, 64),),
+            ) as cur:
+                candidates = await cur.fetchall()
+            if not candidates:
+                break
+            victims = []
+            for seq, prio, sz in candidates:
+                if depth <= self.max_frames and size <= self.max_bytes:
+                    break
+                victims.append((seq,))
+                depth -= 1
+                size -= sz
+                dropped += 1
+                dropped_billing += prio == Priority.BILLING
+            await self._db.executemany("DELETE FROM outbox WHERE sequence = ?", victims)
+        total = await self._meta_int("dropped_total") + dropped
+        total_billing = await self._meta_int("dropped_billing_total") + dropped_billing
+        await self._set_meta("dropped_total", str(total))
+        await self._set_meta("dropped_billing_total", str(total_billing))
+        log.warning(
+            "outbox full (limits %d frames / %d bytes): dropped %d oldest low-priority frames (%d billing)",
+            self.max_frames,
+            self.max_bytes,
+            dropped,
+            dropped_billing,
+        )
+        return depth, size
+
+    async def peek(self, limit: int, exclude: Iterable[int] = ()) -> list[OutboxItem]:
+        """The oldest ``limit`` items not in ``exclude`` (those already in flight)."""
+        skip = set(exclude)
+        out: list[OutboxItem] = []
+        after = 0
+        while len(out) < limit:
+            async with self._db.execute(
+                "SELECT sequence, payload, created_at FROM outbox"
+                " WHERE sequence > ? ORDER BY sequence LIMIT ?",
+                (after, limit + len(skip)),
+            ) as cur:
+                rows = list(await cur.fetchall())
+            if not rows:
+                break
+            for seq, payload, created in rows:
+                after = seq
+                if seq in skip:
+                    continue
+                out.append(OutboxItem(int(seq), bytes(payload), float(created)))
+                if len(out) >= limit:
+                    break
+        return out
+
+    async def delete(self, sequences: Iterable[int]) -> int:
+        """Remove acknowledged items; returns how many were still there."""
+        seqs = [(s,) for s in sequences]
+        if not seqs:
+            return 0
+        removed = 0
+        removed_bytes = 0
+        await self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for (seq,) in seqs:
+                sql = "DELETE FROM outbox WHERE sequence = ? RETURNING size"
+                async with self._db.execute(sql, (seq,)) as cur:
+                    row = await cur.fetchone()
+                if row is not None:
+                    removed += 1
+                    removed_bytes += int(row[0])
+            await self._db.execute("COMMIT")
+        except BaseException:
+            await self._db.execute("ROLLBACK")
+            raise
+        self._depth -= removed
+        self._bytes -= removed_bytes
+        return removed
+
+    @property
+    def depth(self) -> int:
+        return self._depth
+
+    async def stats(self) -> OutboxStats:
+        async with self._db.execute("SELECT created_at FROM outbox ORDER BY sequence LIMIT 1") as cur:
+            row = await cur.fetchone()
+        oldest = row[0] if row else None
+        return OutboxStats(
+            depth=self._depth,
+            size_bytes=self._bytes,
+            oldest_age_s=(max(time.time() - float(oldest), 0.0) if oldest is not None else None),
+            dropped_total=await self._meta_int("dropped_total"),
+            dropped_billing_total=await self._meta_int("dropped_billing_total"),
+            next_sequence=await self._meta_int("next_sequence", 1),
+            full=self._depth >= _FULL_RATIO * self.max_frames or self._bytes >= _FULL_RATIO * self.max_bytes,
+        )
