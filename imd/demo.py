@@ -65,7 +65,7 @@ def _mqtt_urls(data_dir: Path, sup: Supervisor) -> tuple[str, str, bool]:
     external = os.environ.get("IMD_MQTT_URL")
     if external:
         return external, external, True
-    from central.embedded_broker import CENTRAL_USER, COLLECTOR_PREFIX, free_port, make_credentials  # noqa: PLC0415
+    from central.embedded_broker import CENTRAL_USER, COLLECTOR_PREFIX, free_port, make_credentials
 
     users_file = data_dir / "mqtt-users.json"
     users = make_credentials([DEMO_COLLECTOR])

@@ -69,7 +69,7 @@ class SiteMeter(_Model):
     @property
     def secondary_address(self) -> str:
         """The 16 hex digits used for secondary selection, as libmbus prints them: id, man, ver, med."""
-        from protocols.mbus.manufacturers import manufacturer_code  # noqa: PLC0415
+        from protocols.mbus.manufacturers import manufacturer_code
 
         man = manufacturer_code(self.manufacturer)
         return f"{self.id}{man:04X}{self.version:02X}{self.device_type:02X}"

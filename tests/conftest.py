@@ -38,7 +38,7 @@ def _mqtt_answers(host: str, port: int) -> bool:
 
 class _BrokerThread:
     def __init__(self) -> None:
-        from central.embedded_broker import EmbeddedBroker, free_port  # noqa: PLC0415
+        from central.embedded_broker import EmbeddedBroker, free_port
 
         self.port = free_port()
         self.password = "test-central"
@@ -82,5 +82,5 @@ def postgres_url() -> str:
     parts = urlsplit(url.replace("+asyncpg", ""))
     host, port = parts.hostname or "127.0.0.1", parts.port or 5432
     if not _reachable(host, port):
-        pytest.skip(f"PostgreSQL not reachable at {host}:{port}; set IMD_TEST_DATABASE_URL to run these tests")
+        pytest.skip(f"PostgreSQL not reachable at {host}:{port}; set IMD_TEST_DATABASE_URL to run them")
     return url

@@ -75,7 +75,7 @@ def test_broker_refuses_bad_password_and_foreign_topics() -> None:
         client("collector-c1", "wrong")
         assert str(results["collector-c1:wrong"][0]) == "Not authorized"
         assert str(results["collector-c1:pw-c1"][0]) == "Success"
-        import time  # noqa: PLC0415
+        import time
 
         time.sleep(0.3)  # let the subscription settle before publishing
         collector.publish("imd/v1/c2/frames", b"forged", qos=1).wait_for_publish(5)
