@@ -7,14 +7,13 @@ Timestamps are stored as UTC and always come back timezone-aware.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
-    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -145,7 +144,9 @@ class Meter(Base):
     link: Mapped[str] = mapped_column(String(8), default="mbus")
     bus: Mapped[str | None] = mapped_column(String(64), nullable=True)
     primary_address: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    meter_point_id: Mapped[int | None] = mapped_column(ForeignKey("meter_point.id"), nullable=True, index=True)
+    meter_point_id: Mapped[int | None] = mapped_column(
+        ForeignKey("meter_point.id"), nullable=True, index=True
+    )
     installed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     key_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, doc="Fernet token")
@@ -186,7 +187,7 @@ class RawFrame(Base):
     address: Mapped[str | None] = mapped_column(String(32), nullable=True)
     rssi: Mapped[int | None] = mapped_column(Integer, nullable=True)
     raw: Mapped[bytes] = mapped_column(LargeBinary)
-    collector_status: Mapped[str] = mapped_column(String(16), doc="what the collector said: ok/failed/no_answer")
+    collector_status: Mapped[str] = mapped_column(String(16), doc="the collector's word: ok/failed/no_answer")
     status: Mapped[str] = mapped_column(String(16), doc="ok, failed (reason says why) or no_answer")
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     meter_id: Mapped[int | None] = mapped_column(ForeignKey("meter.id"), nullable=True)
@@ -321,6 +322,5 @@ __all__ = [
     "RejectedMessage",
     "User",
     "UserProperty",
-    "date",
     "utcnow",
 ]

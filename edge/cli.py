@@ -1,15 +1,164 @@
-"""``imd edge ...``: the collector daemon."""
+"""``imd edge ...``: the collector daemon and its tools."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 from typing import Any
 
 
 def register(sub: Any) -> None:
     parser: argparse.ArgumentParser = sub.add_parser(
-        "edge", help="collector: poll meters and publish frames", description="Run the collector."
+        "edge",
+        help="collector: poll meters and publish frames",
+        description="The collector: poll wired M-Bus meters on schedule and publish frames over MQTT.",
     )
     esub = parser.add_subparsers(dest="edge_command", required=True, metavar="ACTION")
-    run = esub.add_parser("run", help="run the collector daemon")
-    run.set_defaults(func=lambda args: print("not implemented yet"))
+
+    run = esub.add_parser("run", help="run the collector daemon", description="Run the collector daemon.")
+    run.add_argument("--config", "-c", required=True, type=Path, help="collector TOML file")
+    run.add_argument("--once", action="store_true", help="poll every bus once, publish, and exit")
+    run.set_defaults(func=_run)
+
+    check = esub.add_parser(
+        "check-config",
+        help="validate a collector configuration file",
+        description="Validate a collector TOML file: exit 0 when usable, 2 with the field and reason otherwise.",
+    )
+    check.add_argument("file", type=Path)
+    check.set_defaults(func=_check_config)
+
+    gen = esub.add_parser(
+        "config-from-site",
+        help="write a collector configuration for a site export",
+        description="Write a collector TOML file for the wired meters of a site export (protocols.site).",
+    )
+    gen.add_argument("site", type=Path, help="site export JSON")
+    gen.add_argument("--port", required=True, help="serial port of the wired bus")
+    gen.add_argument("--collector", required=True, help="collector id")
+    gen.add_argument("--mqtt-url", required=True, help="mqtt://user:pass@host:port or mqtts://...")
+    gen.add_argument("--bus", default=None, help="only meters on this bus (default: every wired meter)")
+    gen.add_argument("--baud", type=int, default=2400)
+    gen.add_argument("--interval", type=int, default=None, help="demo mode: poll every N seconds")
+    gen.add_argument("--heartbeat", type=int, default=300, help="heartbeat interval in seconds")
+    gen.add_argument("--data-dir", default=None, help="default: a 'data' directory next to the output file")
+    gen.add_argument("-o", "--output", type=Path, default=None, help="output file (default: stdout)")
+    gen.set_defaults(func=_config_from_site)
+
+    read = esub.add_parser(
+        "read",
+        help="read one meter now and print the frames",
+        description="Read one meter by primary (0-250) or secondary (16 hex) address over a serial port.",
+    )
+    read.add_argument("--port", required=True)
+    read.add_argument("--baud", type=int, default=2400)
+    read.add_argument("address", help="primary address or 16-hex secondary address")
+    read.set_defaults(func=_read)
+
+    scan = esub.add_parser(
+        "scan", help="scan a bus for meters", description="Primary scan 0-250 or secondary-address search."
+    )
+    scan.add_argument("--port", required=True)
+    scan.add_argument("--baud", type=int, default=2400)
+    scan.add_argument("--secondary", action="store_true", help="secondary-address search instead of primary")
+    scan.set_defaults(func=_scan)
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from edge.config import ConfigError, load_config  # noqa: PLC0415
+
+    try:
+        config = load_config(args.file)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    meters = sum(len(b.meters) for b in config.buses)
+    print(
+        f"{args.file}: ok - collector {config.collector_id}, broker {config.mqtt.broker().redacted()},"
+        f" {len(config.buses)} bus(es) with {meters} meter(s), {len(config.radios)} radio stick(s)"
+    )
+    return 0
+
+
+def _config_from_site(args: argparse.Namespace) -> int:
+    from edge.config import ConfigError, MeterConfig, parse_config, render_config  # noqa: PLC0415
+    from protocols.errors import MessageError  # noqa: PLC0415
+    from protocols.site import parse_site  # noqa: PLC0415
+
+    try:
+        site = parse_site(args.site.read_bytes())
+    except (OSError, MessageError) as exc:
+        print(f"{args.site}: {exc}", file=sys.stderr)
+        return 2
+    meters = []
+    for meter in site.meters:
+        if meter.link != "mbus" or (args.bus is not None and meter.bus != args.bus):
+            continue
+        label = f"{meter.medium.value} {meter.apartment or 'main'}"
+        if meter.primary_address is not None:
+            meters.append(MeterConfig(primary=meter.primary_address, name=label))
+        else:
+            meters.append(MeterConfig(secondary=meter.secondary_address, name=label))
+    if args.data_dir is not None:
+        data_dir = args.data_dir
+    elif args.output is not None:
+        data_dir = str(args.output.resolve().parent / f"{args.collector}-data")
+    else:
+        data_dir = "/var/lib/imd-edge"
+    text = render_config(
+        collector_id=args.collector,
+        mqtt_url=args.mqtt_url,
+        buses=[(args.bus or "mbus0", args.port, args.baud, meters)],
+        data_dir=data_dir,
+        interval_s=args.interval,
+        heartbeat_s=args.heartbeat,
+    )
+    import tomllib  # noqa: PLC0415
+
+    try:
+        parse_config(tomllib.loads(text), args.output or "<generated>")
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text)
+        args.output.chmod(0o600)  # it holds the broker password
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from edge.config import ConfigError, load_config  # noqa: PLC0415
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    from edge.daemon import run_daemon  # noqa: PLC0415
+
+    return run_daemon(config, config_path=args.config, once=args.once)
+
+
+def _read(args: argparse.Namespace) -> int:
+    from edge.bus import SerialBus  # noqa: PLC0415
+
+    with SerialBus(args.port, args.baud) as bus:
+        result = bus.read_meter(args.address)
+    for frame in result.frames:
+        print(f"{frame.status}: {frame.raw.hex()}" + (f"  ({frame.reason})" if frame.reason else ""))
+    return 0 if result.ok else 1
+
+
+def _scan(args: argparse.Namespace) -> int:
+    from edge.bus import SerialBus  # noqa: PLC0415
+
+    with SerialBus(args.port, args.baud) as bus:
+        found = bus.secondary_search() if args.secondary else [str(a) for a in bus.primary_scan()]
+    for address in found:
+        print(address)
+    print(f"{len(found)} meter(s) found", file=sys.stderr)
+    return 0

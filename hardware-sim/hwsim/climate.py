@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import math
 import zlib
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from functools import lru_cache
-from zoneinfo import ZoneInfo
 
-STOCKHOLM = ZoneInfo("Europe/Stockholm")
+# Profiles and meter clocks run on Swedish standard time (CET, no summer time), as most meters do:
+# with summer time the autumn hour would repeat and a register computed from local time would step back.
+CET = timezone(timedelta(hours=1), "CET")
 # Consumption is integrated from this day on; meters carry a seeded register value from before it.
 EPOCH = date(2020, 1, 1)
 
@@ -48,7 +49,7 @@ def day_index(day: date) -> int:
 
 
 def local(at: datetime) -> datetime:
-    return at.astimezone(STOCKHOLM)
+    return at.astimezone(CET)
 
 
 # Stockholm 1991-2020 normals: about -3 °C in late January/February, +18 °C in July.
