@@ -33,11 +33,11 @@ def _free_port() -> int:
 
 
 def _get(url: str, token: str | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(url)  # noqa: S310
+    request = urllib.request.Request(url)
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=5) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
@@ -45,9 +45,9 @@ def _get(url: str, token: str | None = None) -> tuple[int, bytes]:
 
 def _token(base: str, username: str, password: str) -> tuple[int, dict[str, object]]:
     body = urllib.parse.urlencode({"username": username, "password": password}).encode()
-    request = urllib.request.Request(f"{base}/api/auth/token", data=body, method="POST")  # noqa: S310
+    request = urllib.request.Request(f"{base}/api/auth/token", data=body, method="POST")
     try:
-        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=5) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, {}
@@ -60,7 +60,7 @@ def _run_demo(tmp_path: Path, extra_env: dict[str, str]) -> None:
     env.update(extra_env, PYTHONUNBUFFERED="1")
     log_path = tmp_path / "demo.log"
     with log_path.open("w") as log:
-        demo = subprocess.Popen(  # noqa: S603
+        demo = subprocess.Popen(
             [sys.executable, "-m", "imd", "demo", "--data-dir", str(tmp_path / "data"),
              "--port", str(port), "--interval", "10", "--speed", "600"],
             stdout=log, stderr=subprocess.STDOUT, env=env,
