@@ -1,0 +1,91 @@
+"""The durable outbox: committed before publication, deleted only on ack, bounded by policy."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+from edge.outbox import Outbox, Priority
+from protocols.messages import FrameMessage, FrameStatus
+
+
+def _frame(raw: str = "e5", status: FrameStatus = FrameStatus.OK) -> FrameMessage:
+    return FrameMessage(
+        sequence=0, received_at=datetime.now(UTC), port="mbus0", address="1", status=status, raw=raw,
+        reason=None if status is FrameStatus.OK else "test",
+    )
+
+
+async def test_survives_reopen_and_deletes_only_acked(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite"
+    box = await Outbox.open(path)
+    stored = await box.add([_frame("e5"), _frame("10"), _frame("68")])
+    assert [m.sequence for m in stored] == [1, 2, 3]
+    # Committed before anything is published: another connection sees the rows right away.
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 3
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    await box.close()
+
+    box = await Outbox.open(path)
+    try:
+        items = await box.peek(10)
+        assert [i.sequence for i in items] == [1, 2, 3]
+        assert items[1].message().raw == "10"
+        assert [i.sequence for i in await box.peek(10, exclude={1, 3})] == [2]
+        assert await box.delete([2]) == 1
+        assert await box.delete([2]) == 0  # a second ack for the same frame is harmless
+        # Sequence numbers continue after a restart, never reused.
+        more = await box.add([_frame("e5")])
+        assert more[0].sequence == 4
+        stats = await box.stats()
+        assert stats.depth == 3
+        assert stats.next_sequence == 5
+        assert stats.oldest_age_s is not None
+        assert stats.oldest_age_s >= 0
+    finally:
+        await box.close()
+
+    box = await Outbox.open(path)
+    try:
+        assert [i.sequence for i in await box.peek(10)] == [1, 3, 4]
+        await box.delete([1, 3, 4])
+        assert (await box.stats()).depth == 0
+        assert (await box.add([_frame()]))[0].sequence == 5
+    finally:
+        await box.close()
+
+
+async def test_full_outbox_drops_lowest_priority_oldest_first_and_says_so(tmp_path: Path) -> None:
+    box = await Outbox.open(tmp_path / "o.sqlite", max_frames=10)
+    try:
+        await box.add([_frame()] * 4, billing=True)  # 1-4 billing
+        await box.add([_frame(status=FrameStatus.NO_ANSWER)] * 2)  # 5-6 diagnostic
+        await box.add([_frame()] * 4, billing=False)  # 7-10 bulk
+        assert (await box.stats()).dropped_total == 0
+        await box.add([_frame()] * 3, billing=True)  # 11-13: three must go
+        remaining = [i.sequence for i in await box.peek(100)]
+        # Both diagnostics go first, then the oldest bulk frame; billing data is untouched.
+        assert remaining == [1, 2, 3, 4, 8, 9, 10, 11, 12, 13]
+        stats = await box.stats()
+        assert (stats.depth, stats.dropped_total, stats.dropped_billing_total) == (10, 3, 0)
+        assert stats.full
+        assert any("3 frames dropped" in a for a in stats.alarms())
+        # Only when nothing else is left, billing frames go too (counted separately).
+        await box.add([_frame()] * 4, billing=True)
+        stats = await box.stats()
+        assert stats.dropped_total == 7
+        assert stats.dropped_billing_total == 1
+        assert [i.sequence for i in await box.peek(100)][0] == 2
+    finally:
+        await box.close()
+    box = await Outbox.open(tmp_path / "o.sqlite", max_frames=10)
+    try:
+        assert (await box.stats()).dropped_total == 7  # the alarm survives a restart
+    finally:
+        await box.close()
+
+
+def test_priority_values_order() -> None:
+    assert Priority.DIAGNOSTIC < Priority.BULK < Priority.BILLING
