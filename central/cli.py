@@ -1,15 +1,203 @@
-"""``imd central ...``: the central service."""
+"""``imd central ...``: the central service (API, dashboard, ingest) and its admin commands.
+
+Only argparse here; the heavy imports happen inside the handlers so that ``imd --help`` stays fast.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import getpass
+import json
+import logging
+import os
+import sys
+from pathlib import Path
 from typing import Any
+
+ENV_HELP = "Environment: IMD_DATA_DIR, IMD_DATABASE_URL, IMD_MQTT_URL, IMD_DEMO=1 (flags win)."
+
+
+def _db_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir", type=Path, help="data directory (SQLite file, key files); default data/central"
+    )
+    parser.add_argument(
+        "--database-url",
+        help="sqlite+aiosqlite:///path or postgresql+asyncpg://user@host/db (default: SQLite in data dir)",
+    )
+
+
+def _settings(args: argparse.Namespace, **extra: Any) -> Any:
+    from central.config import Settings
+
+    return Settings.from_env(
+        data_dir=getattr(args, "data_dir", None), database_url=getattr(args, "database_url", None), **extra
+    )
+
+
+def _config_error(exc: Exception) -> int:
+    print(f"imd central: configuration error: {exc}", file=sys.stderr)
+    return 2
+
+
+def _run(handler: Any) -> Any:
+    def wrapped(args: argparse.Namespace) -> int:
+        from central.config import ConfigError
+        from central.db import DatabaseConfigError
+
+        try:
+            return int(handler(args) or 0)
+        except (ConfigError, DatabaseConfigError) as exc:
+            return _config_error(exc)
+
+    return wrapped
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from central.service import serve
+
+    settings = _settings(
+        args,
+        mqtt_url=args.mqtt_url,
+        host=args.host,
+        port=args.port,
+        demo=True if args.demo else None,
+        shared_subscription=False if args.no_shared_subscription else None,
+        mqtt_client_id=args.client_id,
+    )
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+
+    def ready(url: str) -> None:
+        print(f"Dashboard: {url}", flush=True)
+        if settings.demo:
+            print("Demo login: demo / demo", flush=True)
+
+    try:
+        asyncio.run(serve(settings, on_ready=ready))
+    except KeyboardInterrupt:
+        return 130
+    except RuntimeError as exc:
+        print(f"imd central: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _import_site(args: argparse.Namespace) -> int:
+    from central.service import import_site_file
+    from protocols.errors import MessageError
+
+    settings = _settings(args)
+    try:
+        report = import_site_file(settings, args.site)
+    except (OSError, MessageError) as exc:
+        print(f"imd central import-site: {args.site}: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _create_user(args: argparse.Namespace) -> int:
+    from central.service import create_user_async
+
+    settings = _settings(args)
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    elif os.environ.get("IMD_NEW_PASSWORD"):
+        password = os.environ["IMD_NEW_PASSWORD"]
+    else:
+        password = getpass.getpass(f"Password for {args.username}: ")
+    try:
+        asyncio.run(
+            create_user_async(
+                settings,
+                args.username,
+                password,
+                args.role,
+                properties=args.property or None,
+                apartment=args.apartment,
+                actor="cli",
+                replace=args.update,
+            )
+        )
+    except ValueError as exc:
+        print(f"imd central create-user: {exc}", file=sys.stderr)
+        return 1
+    print(f"user {args.username} ({args.role}) saved")
+    return 0
+
+
+def _redecode(args: argparse.Namespace) -> int:
+    from central.service import redecode_async
+
+    counts = asyncio.run(redecode_async(_settings(args), args.collector))
+    print(json.dumps(counts))
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from central.service import migrate_async
+
+    asyncio.run(migrate_async(_settings(args)))
+    print("database schema is up to date")
+    return 0
 
 
 def register(sub: Any) -> None:
     parser: argparse.ArgumentParser = sub.add_parser(
-        "central", help="central service: ingest, API, dashboard", description="Run central."
+        "central",
+        help="central service: ingest, API, dashboard",
+        description="Central: MQTT ingest, storage, REST API and dashboard. " + ENV_HELP,
     )
     csub = parser.add_subparsers(dest="central_command", required=True, metavar="ACTION")
-    serve = csub.add_parser("serve", help="run the API, dashboard and MQTT ingest")
-    serve.set_defaults(func=lambda args: print("not implemented yet"))
+
+    serve = csub.add_parser(
+        "serve",
+        help="run the API, dashboard and MQTT ingest",
+        description="Run the REST API (/docs), dashboard (/) and MQTT ingest in one process. " + ENV_HELP,
+    )
+    _db_args(serve)
+    serve.add_argument("--mqtt-url", help="broker, e.g. mqtt://user:pass@host:1883 (none: no ingest)")
+    serve.add_argument("--host", help="listen address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (default 8000)")
+    serve.add_argument("--demo", action="store_true", help="demo mode: creates user demo/demo (admin)")
+    serve.add_argument(
+        "--no-shared-subscription",
+        action="store_true",
+        help="subscribe to imd/v1/+/frames instead of $share/ingest/... (brokers without $share support)",
+    )
+    serve.add_argument(
+        "--client-id", help="MQTT client id of this ingest worker (default imd-central-ingest)"
+    )
+    serve.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    serve.set_defaults(func=_run(_serve))
+
+    imp = csub.add_parser(
+        "import-site",
+        help="import a site export (property, apartments, meters, keys)",
+        description="Idempotent.",
+    )
+    imp.add_argument("site", type=Path, metavar="SITE.json")
+    _db_args(imp)
+    imp.set_defaults(func=_run(_import_site))
+
+    user = csub.add_parser("create-user", help="create a user (password read from a prompt or stdin)")
+    user.add_argument("username")
+    user.add_argument("--role", required=True, choices=("admin", "staff", "technician", "board", "resident"))
+    user.add_argument("--property", action="append", help="property id the user may see (board; repeatable)")
+    user.add_argument("--apartment", help="apartment object number (resident)")
+    user.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    user.add_argument("--update", action="store_true", help="update the user if it exists")
+    _db_args(user)
+    user.set_defaults(func=_run(_create_user))
+
+    red = csub.add_parser("redecode", help="decode stored raw frames again (after a decoder or key fix)")
+    red.add_argument("--collector", help="only this collector's frames")
+    _db_args(red)
+    red.set_defaults(func=_run(_redecode))
+
+    mig = csub.add_parser("migrate", help="upgrade the database schema to the current version")
+    _db_args(mig)
+    mig.set_defaults(func=_run(_migrate))

@@ -10,11 +10,10 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from central.db import DatabaseConfigError, check_url, sqlite_url
 from protocols.errors import ProtocolError
 from protocols.messages import COLLECTOR_ID_RE
 from protocols.mqtturl import parse_mqtt_url
-
-from central.db import DatabaseConfigError, check_url, sqlite_url
 
 DEFAULT_DATA_DIR = Path("data/central")
 _CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")

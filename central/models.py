@@ -66,11 +66,11 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         if not isinstance(value, datetime) or value.tzinfo is None:
             raise ValueError("timestamps must be timezone-aware")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+        aware: datetime = value.astimezone(UTC)
+        return aware.replace(tzinfo=None) if dialect.name == "sqlite" else aware
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
-        if value is None:
+        if not isinstance(value, datetime):
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
@@ -205,7 +205,7 @@ class Reading(Base):
     register: Mapped[str] = mapped_column(String(64), doc="DIF/DIFE/VIF/VIFE bytes as hex: the register")
     read_at: Mapped[datetime] = mapped_column(UTCDateTime())
     quantity: Mapped[str] = mapped_column(String(64))
-    unit: Mapped[str] = mapped_column(String(16))
+    unit: Mapped[str] = mapped_column(String(32))
     function: Mapped[str] = mapped_column(String(16), default="instantaneous")
     storage: Mapped[int] = mapped_column(Integer, default=0)
     tariff: Mapped[int] = mapped_column(Integer, default=0)

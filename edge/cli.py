@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ def register(sub: Any) -> None:
     check = esub.add_parser(
         "check-config",
         help="validate a collector configuration file",
-        description="Validate a collector TOML file: exit 0 when usable, 2 with the field and reason otherwise.",
+        description="Validate a collector TOML file: exit 0 when usable, 2 naming the field otherwise.",
     )
     check.add_argument("file", type=Path)
     check.set_defaults(func=_check_config)
@@ -37,7 +38,11 @@ def register(sub: Any) -> None:
     gen.add_argument("site", type=Path, help="site export JSON")
     gen.add_argument("--port", required=True, help="serial port of the wired bus")
     gen.add_argument("--collector", required=True, help="collector id")
-    gen.add_argument("--mqtt-url", required=True, help="mqtt://user:pass@host:port or mqtts://...")
+    gen.add_argument(
+        "--mqtt-url",
+        default=None,
+        help="mqtt://user:pass@host:port or mqtts://... (default: $IMD_MQTT_URL, which keeps it out of ps)",
+    )
     gen.add_argument("--bus", default=None, help="only meters on this bus (default: every wired meter)")
     gen.add_argument("--baud", type=int, default=2400)
     gen.add_argument("--interval", type=int, default=None, help="demo mode: poll every N seconds")
@@ -66,7 +71,7 @@ def register(sub: Any) -> None:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    from edge.config import ConfigError, load_config  # noqa: PLC0415
+    from edge.config import ConfigError, load_config
 
     try:
         config = load_config(args.file)
@@ -82,10 +87,14 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _config_from_site(args: argparse.Namespace) -> int:
-    from edge.config import ConfigError, MeterConfig, parse_config, render_config  # noqa: PLC0415
-    from protocols.errors import MessageError  # noqa: PLC0415
-    from protocols.site import parse_site  # noqa: PLC0415
+    from edge.config import ConfigError, MeterConfig, parse_config, render_config
+    from protocols.errors import MessageError
+    from protocols.site import parse_site
 
+    mqtt_url = args.mqtt_url or os.environ.get("IMD_MQTT_URL")
+    if not mqtt_url:
+        print("config-from-site: give --mqtt-url or set IMD_MQTT_URL", file=sys.stderr)
+        return 2
     try:
         site = parse_site(args.site.read_bytes())
     except (OSError, MessageError) as exc:
@@ -108,13 +117,13 @@ def _config_from_site(args: argparse.Namespace) -> int:
         data_dir = "/var/lib/imd-edge"
     text = render_config(
         collector_id=args.collector,
-        mqtt_url=args.mqtt_url,
+        mqtt_url=mqtt_url,
         buses=[(args.bus or "mbus0", args.port, args.baud, meters)],
         data_dir=data_dir,
         interval_s=args.interval,
         heartbeat_s=args.heartbeat,
     )
-    import tomllib  # noqa: PLC0415
+    import tomllib
 
     try:
         parse_config(tomllib.loads(text), args.output or "<generated>")
@@ -131,20 +140,20 @@ def _config_from_site(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from edge.config import ConfigError, load_config  # noqa: PLC0415
+    from edge.config import ConfigError, load_config
 
     try:
         config = load_config(args.config)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    from edge.daemon import run_daemon  # noqa: PLC0415
+    from edge.daemon import run_daemon
 
     return run_daemon(config, config_path=args.config, once=args.once)
 
 
 def _read(args: argparse.Namespace) -> int:
-    from edge.bus import SerialBus  # noqa: PLC0415
+    from edge.bus import SerialBus
 
     with SerialBus(args.port, args.baud) as bus:
         result = bus.read_meter(args.address)
@@ -154,7 +163,7 @@ def _read(args: argparse.Namespace) -> int:
 
 
 def _scan(args: argparse.Namespace) -> int:
-    from edge.bus import SerialBus  # noqa: PLC0415
+    from edge.bus import SerialBus
 
     with SerialBus(args.port, args.baud) as bus:
         found = bus.secondary_search() if args.secondary else [str(a) for a in bus.primary_scan()]

@@ -177,7 +177,7 @@ class ScheduleConfig(_Model):
     @field_validator("poll_cron")
     @classmethod
     def _cron(cls, value: str) -> str:
-        from apscheduler.triggers.cron import CronTrigger  # noqa: PLC0415 - slow import, validation only
+        from apscheduler.triggers.cron import CronTrigger
 
         if len(value.split()) != 5:
             raise ValueError(f"poll_cron must have 5 fields (minute hour day month weekday), got {value!r}")

@@ -15,7 +15,7 @@ from functools import lru_cache
 # with summer time the autumn hour would repeat and a register computed from local time would step back.
 CET = timezone(timedelta(hours=1), "CET")
 # Consumption is integrated from this day on; meters carry a seeded register value from before it.
-EPOCH = date(2020, 1, 1)
+EPOCH = date(2023, 1, 1)
 
 _MASK64 = (1 << 64) - 1
 
@@ -24,10 +24,9 @@ def mix(*keys: int) -> int:
     """splitmix64 over the keys: a cheap, well-spread, platform-independent hash."""
     h = 0x9E3779B97F4A7C15
     for k in keys:
-        h = (h ^ (k & _MASK64)) * 0xBF58476D1CE4E5B9 & _MASK64
-        h = (h ^ (h >> 27)) * 0x94D049BB133111EB & _MASK64
-        h ^= h >> 31
-    return h
+        h = ((h ^ (h >> 29)) + (k & _MASK64)) * 0xBF58476D1CE4E5B9 & _MASK64
+    h = (h ^ (h >> 27)) * 0x94D049BB133111EB & _MASK64
+    return h ^ (h >> 31)
 
 
 def unit(*keys: int) -> float:
@@ -120,7 +119,8 @@ def swedish_holidays(year: int) -> frozenset[date]:
         easter + timedelta(days=39),
         date(year, 6, 6),
         _weekday_between(year, 6, 19, 25, 4),  # midsommarafton
-        _weekday_between(year, 10, 31, 31, 5) if date(year, 10, 31).weekday() == 5
+        _weekday_between(year, 10, 31, 31, 5)
+        if date(year, 10, 31).weekday() == 5
         else _weekday_between(year, 11, 1, 6, 5),  # alla helgons dag
         date(year, 12, 24),
         date(year, 12, 25),

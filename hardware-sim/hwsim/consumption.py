@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from functools import lru_cache
 
 from hwsim import climate
 
@@ -30,25 +31,121 @@ def _normalised(weights: Sequence[float]) -> tuple[tuple[float, ...], tuple[floa
 # Relative use per local hour 0..23 (Swedish household habits: showers before work, dinner at 17-19).
 SHAPES: dict[str, tuple[float, ...]] = {
     "water_workday": (
-        0.3, 0.2, 0.1, 0.1, 0.2, 1.0, 4.0, 6.0, 4.0, 1.5, 1.0, 1.0,
-        1.5, 1.0, 1.0, 1.5, 2.5, 4.0, 4.5, 4.0, 3.5, 3.0, 2.0, 0.8,
+        0.3,
+        0.2,
+        0.1,
+        0.1,
+        0.2,
+        1.0,
+        4.0,
+        6.0,
+        4.0,
+        1.5,
+        1.0,
+        1.0,
+        1.5,
+        1.0,
+        1.0,
+        1.5,
+        2.5,
+        4.0,
+        4.5,
+        4.0,
+        3.5,
+        3.0,
+        2.0,
+        0.8,
     ),
     "water_free_day": (
-        0.5, 0.3, 0.2, 0.1, 0.1, 0.2, 0.5, 1.5, 3.5, 5.0, 4.5, 3.5,
-        3.0, 2.5, 2.0, 2.0, 2.5, 3.5, 4.0, 3.5, 3.0, 2.5, 2.0, 1.0,
+        0.5,
+        0.3,
+        0.2,
+        0.1,
+        0.1,
+        0.2,
+        0.5,
+        1.5,
+        3.5,
+        5.0,
+        4.5,
+        3.5,
+        3.0,
+        2.5,
+        2.0,
+        2.0,
+        2.5,
+        3.5,
+        4.0,
+        3.5,
+        3.0,
+        2.5,
+        2.0,
+        1.0,
     ),
     "electricity_workday": (
-        0.45, 0.4, 0.4, 0.4, 0.4, 0.5, 0.9, 1.2, 0.9, 0.6, 0.55, 0.6,
-        0.65, 0.6, 0.6, 0.7, 1.0, 1.5, 1.8, 1.8, 1.6, 1.4, 1.0, 0.7,
+        0.45,
+        0.4,
+        0.4,
+        0.4,
+        0.4,
+        0.5,
+        0.9,
+        1.2,
+        0.9,
+        0.6,
+        0.55,
+        0.6,
+        0.65,
+        0.6,
+        0.6,
+        0.7,
+        1.0,
+        1.5,
+        1.8,
+        1.8,
+        1.6,
+        1.4,
+        1.0,
+        0.7,
     ),
     "electricity_free_day": (
-        0.5, 0.45, 0.4, 0.4, 0.4, 0.45, 0.5, 0.7, 1.0, 1.2, 1.2, 1.2,
-        1.2, 1.1, 1.0, 1.0, 1.2, 1.5, 1.7, 1.7, 1.5, 1.3, 1.0, 0.7,
+        0.5,
+        0.45,
+        0.4,
+        0.4,
+        0.4,
+        0.45,
+        0.5,
+        0.7,
+        1.0,
+        1.2,
+        1.2,
+        1.2,
+        1.2,
+        1.1,
+        1.0,
+        1.0,
+        1.2,
+        1.5,
+        1.7,
+        1.7,
+        1.5,
+        1.3,
+        1.0,
+        0.7,
     ),
     # Radiator heat: a little more at night and before dawn (coldest hours, night setback recovery).
     "heat": tuple(1.0 + 0.15 * math.cos(2 * math.pi * (h - 4) / 24) for h in range(24)),
     "flat": (1.0,) * 24,
 }
+# Electricity tariff 1 (high) is workdays 06-22; tariff 2 (low) the rest. These masked shapes split a
+# day's use exactly between the two registers.
+T1_HOURS = range(6, 22)
+SHAPES["electricity_workday_t1"] = tuple(
+    w if h in T1_HOURS else 0.0 for h, w in enumerate(SHAPES["electricity_workday"])
+)
+T1_SHARE_WORKDAY = sum(SHAPES["electricity_workday_t1"]) / sum(SHAPES["electricity_workday"])
+
 _SHAPES = {name: _normalised(weights) for name, weights in SHAPES.items()}
 
 
@@ -132,24 +229,13 @@ class Household:
 
     def away(self, day: int) -> bool:
         """Away from home: summer holiday (semester), Christmas, sports holiday week (sportlov)."""
-        d = day_date(day)
-        year = d.year
-        # Most Swedish households leave for 2-4 weeks in July.
-        if climate.unit(self.seed, self.key, year, 1) < 0.6:
-            start = date(year, 7, 1) + timedelta(days=int(climate.unit(self.seed, self.key, year, 2) * 24))
-            weeks = 2 + int(climate.unit(self.seed, self.key, year, 3) * 3)
-            if start <= d < start + timedelta(weeks=weeks):
-                return True
-        if climate.unit(self.seed, self.key, year, 4) < 0.3 and (d.month, d.day) >= (12, 23):
-            return True
-        iso = d.isocalendar()
-        return iso.week == 9 and climate.unit(self.seed, self.key, year, 5) < 0.15
+        return any(a <= day < b for a, b in _away_periods(self.seed, self.key, day_date(day).year))
 
     def present(self, day: int) -> bool:
         return not self.vacant(day) and not self.away(day)
 
     def day_shape(self, day: int) -> str:
-        return "free_day" if climate.is_free_day(day_date(day)) else "workday"
+        return "free_day" if _free_day(day) else "workday"
 
     def noise(self, day: int, what: int) -> float:
         """Day-to-day variation, 0.7 .. 1.3."""
@@ -160,14 +246,14 @@ class Household:
     def hot_water_litres(self, day: int) -> float:
         if not self.present(day):
             return 0.0
-        doy = day_date(day).timetuple().tm_yday
+        doy = _doy(day)
         season = 1.0 + 0.1 * math.cos(2 * math.pi * (doy - 20) / 365.25)
         return self.occupants * 45.0 * self.habit * season * self.noise(day, 1)
 
     def cold_water_litres(self, day: int) -> float:
         if not self.present(day):
             return 0.0
-        doy = day_date(day).timetuple().tm_yday
+        doy = _doy(day)
         season = 1.0 + 0.08 * math.cos(2 * math.pi * (doy - 200) / 365.25)  # watering, more showers in summer
         return self.occupants * 95.0 * self.habit * season * self.noise(day, 2)
 
@@ -176,7 +262,7 @@ class Household:
             return 0.5  # fridge left on, stairwell-side sockets
         if self.away(day):
             return 1.2
-        doy = day_date(day).timetuple().tm_yday
+        doy = _doy(day)
         season = 1.0 + 0.25 * math.cos(2 * math.pi * (doy - 355) / 365.25)  # lighting in the dark months
         return (1.8 + 1.9 * self.occupants) * self.habit * season * self.noise(day, 3)
 
@@ -186,7 +272,39 @@ class Household:
         demand = max(0.0, 17.0 - outdoor)
         factor = self.warmth * (0.8 if self.vacant(day) else 1.0)
         # ~100 kWh/m² a year in a Stockholm climate of ~3800 degree days
-        return self.area_m2 * 0.026 * demand * factor * (1.0 + 0.05 * climate.signed(self.seed, self.key, day, 4))
+        return (
+            self.area_m2
+            * 0.026
+            * demand
+            * factor
+            * (1.0 + 0.05 * climate.signed(self.seed, self.key, day, 4))
+        )
+
+
+@lru_cache(maxsize=16384)
+def _away_periods(seed: int, key: int, year: int) -> tuple[tuple[int, int], ...]:
+    periods = []
+    # Most Swedish households leave for 2-4 weeks in July.
+    if climate.unit(seed, key, year, 1) < 0.6:
+        start = date(year, 7, 1) + timedelta(days=int(climate.unit(seed, key, year, 2) * 24))
+        weeks = 2 + int(climate.unit(seed, key, year, 3) * 3)
+        periods.append((climate.day_index(start), climate.day_index(start + timedelta(weeks=weeks))))
+    if climate.unit(seed, key, year, 4) < 0.3:
+        periods.append((climate.day_index(date(year, 12, 23)), climate.day_index(date(year + 1, 1, 1))))
+    if climate.unit(seed, key, year, 5) < 0.15:
+        monday = date.fromisocalendar(year, 9, 1)
+        periods.append((climate.day_index(monday), climate.day_index(monday) + 7))
+    return tuple(periods)
+
+
+@lru_cache(maxsize=8192)
+def _free_day(day: int) -> bool:
+    return climate.is_free_day(day_date(day))
+
+
+@lru_cache(maxsize=8192)
+def _doy(day: int) -> int:
+    return day_date(day).timetuple().tm_yday
 
 
 def make_household(seed: int, key: int, area_m2: float, vacant: bool = False) -> Household:

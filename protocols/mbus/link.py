@@ -386,7 +386,7 @@ def application_reset(address: int, subcode: int | None = None) -> bytes:
 
 
 def set_baud_rate(address: int, baud: int) -> bytes:
-    """SND_UD switching the slave's baud rate (control frame, CI B8h..BFh); it acknowledges at the old rate."""
+    """SND_UD switching the baud rate (control frame, CI B8h..BFh); the slave acks at the old rate."""
     try:
         ci = BAUD_RATE_CI[baud]
     except KeyError:

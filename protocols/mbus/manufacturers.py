@@ -57,9 +57,7 @@ def manufacturer_code(letters: str) -> int:
 
 def manufacturer_letters(code: int) -> str:
     """``0x2C2D`` -> ``'KAM'``. Values outside A-Z (bit 15 set, zero letters) come back as ``'@'`` etc."""
-    return (
-        chr(((code >> 10) & 0x1F) + 64) + chr(((code >> 5) & 0x1F) + 64) + chr((code & 0x1F) + 64)
-    )
+    return chr(((code >> 10) & 0x1F) + 64) + chr(((code >> 5) & 0x1F) + 64) + chr((code & 0x1F) + 64)
 
 
 def manufacturer_name(letters: str) -> str:

@@ -282,7 +282,7 @@ def upgrade() -> None:
         sa.Column("register", sa.String(length=64), nullable=False),
         sa.Column("read_at", central.models.UTCDateTime(timezone=True), nullable=False),
         sa.Column("quantity", sa.String(length=64), nullable=False),
-        sa.Column("unit", sa.String(length=16), nullable=False),
+        sa.Column("unit", sa.String(length=32), nullable=False),
         sa.Column("function", sa.String(length=16), nullable=False),
         sa.Column("storage", sa.Integer(), nullable=False),
         sa.Column("tariff", sa.Integer(), nullable=False),

@@ -1,0 +1,24 @@
+"""``python -m benchmarks``: run every benchmark module listed in ``BENCHMARKS``."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# module name -> one line of what it measures; each module has ``main(argv) -> int``
+BENCHMARKS = {
+    "benchmarks.decode": "M-Bus decode: imd decode --json vs pyMeterBus on the libmbus corpus",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    status = 0
+    for name, what in BENCHMARKS.items():
+        print(f"== {what}", flush=True)
+        module = importlib.import_module(name)
+        status |= int(module.main(argv or []))
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,82 @@
+"""The central web application: REST API, dashboard, and (in its lifespan) the MQTT ingest."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from central.api.deps import CentralState
+from central.api.routes import router as api_router
+from central.auth import ensure_demo_user
+from central.config import Settings
+from central.db import Database
+from central.keys import MeterKeyBox, token_secret
+
+log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def central_state(settings: Settings, *, start_ingest: bool = True) -> AsyncIterator[CentralState]:
+    """Open the database (migrated), secrets and - when a broker is configured - the ingest."""
+    from central.ingest import IngestProcessor, MqttIngest
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = await Database.open(settings.effective_database_url)
+    try:
+        state = CentralState(
+            settings=settings,
+            db=db,
+            keybox=MeterKeyBox(settings.meter_key_file),
+            token_secret=token_secret(settings.token_secret_file),
+        )
+        if settings.demo:
+            await ensure_demo_user(db)
+        state.processor = IngestProcessor(db)
+        _attach_checks(state)
+        if start_ingest and settings.mqtt_url:
+            state.ingest = MqttIngest(
+                state.processor,
+                settings.mqtt_url,
+                client_id=settings.mqtt_client_id,
+                shared_subscription=settings.shared_subscription,
+                collectors=settings.collectors,
+            )
+            await state.ingest.start()
+        try:
+            yield state
+        finally:
+            if state.ingest is not None:
+                await state.ingest.stop()
+    finally:
+        await db.close()
+
+
+def _attach_checks(state: CentralState) -> None:
+    try:
+        from central.checks import attach
+    except ImportError:
+        return
+    attach(state)
+
+
+def create_app(settings: Settings, *, start_ingest: bool = True) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with central_state(settings, start_ingest=start_ingest) as state:
+            app.state.central = state
+            yield
+
+    app = FastAPI(
+        title="IMD central",
+        description="Individual metering and billing: meters, readings, raw frames, collectors.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.include_router(api_router)
+    from central.web.views import mount
+
+    mount(app)
+    return app

@@ -1,0 +1,104 @@
+"""Exact money and quantity arithmetic: öre rounding and the largest-remainder split.
+
+Everything here is ``Decimal`` or ``Fraction`` (both exact for the values we feed them); no binary
+float ever touches an amount. The split is the heart of the *nollsummespel*: whatever the weights,
+the parts add up to the total to the öre.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from decimal import ROUND_DOWN, ROUND_HALF_EVEN, ROUND_HALF_UP, ROUND_UP, Context, Decimal
+from enum import StrEnum
+from fractions import Fraction
+from typing import TypeVar
+
+ORE = Decimal("0.01")
+ZERO = Decimal(0)
+
+# A private context: wide enough that a product of two register values and a price never rounds
+# before we quantize it on purpose, and independent of whatever the caller did to the thread context.
+EXACT = Context(prec=60)
+
+
+class Rounding(StrEnum):
+    """Rounding rules a customer may choose (the names are ``decimal``'s)."""
+
+    HALF_UP = ROUND_HALF_UP
+    HALF_EVEN = ROUND_HALF_EVEN
+    DOWN = ROUND_DOWN
+    UP = ROUND_UP
+
+
+def to_ore(value: Decimal, rounding: Rounding = Rounding.HALF_UP) -> Decimal:
+    """Round a money amount to whole öre with ``rounding``."""
+    return value.quantize(ORE, rounding=str(rounding), context=EXACT)
+
+
+def quantize_step(decimals: int) -> Decimal:
+    return Decimal(1).scaleb(-decimals)
+
+
+def mul(a: Decimal, b: Decimal) -> Decimal:
+    return EXACT.multiply(a, b)
+
+
+K = TypeVar("K", bound=Hashable)
+
+
+def allocate(total: Decimal, weights: Sequence[tuple[K, Decimal]], step: Decimal = ORE) -> dict[K, Decimal]:
+    """Split ``total`` over ``weights`` so the parts add up to ``total`` exactly, in units of ``step``.
+
+    The largest-remainder (Hare) method: every key first gets its exact quota rounded toward zero to a
+    whole ``step``; the units still missing go one each to the keys with the largest remainders, ties
+    broken by the key in ascending order (the apartment id, so a tie always favours the same
+    apartment and two runs of the same input give the same bytes). The quotas are computed with
+    ``Fraction`` so the comparison of remainders is exact, not rounded.
+
+    Weights must be >= 0 and the total a whole number of ``step``. All-zero weights are an error
+    for the caller to decide on (see the fördelning's fallback key): splitting by nothing is not a
+    split.
+    """
+    if not weights:
+        if total != 0:
+            raise ValueError("nothing to allocate a non-zero total to")
+        return {}
+    units_dec = total / step
+    if units_dec != units_dec.to_integral_value():
+        raise ValueError(f"total {total} is not a whole number of {step}")
+    units = int(units_dec)
+    sign = -1 if units < 0 else 1
+    units = abs(units)
+    fractions = [(key, Fraction(weight)) for key, weight in weights]
+    if any(w < 0 for _, w in fractions):
+        raise ValueError("negative weight")
+    weight_sum = sum((w for _, w in fractions), Fraction(0))
+    if weight_sum == 0:
+        raise ValueError("all weights are zero")
+    base: dict[K, int] = {}
+    remainders: list[tuple[Fraction, K]] = []
+    for key, weight in fractions:
+        if key in base:
+            raise ValueError(f"key {key!r} given twice")
+        quota = units * weight / weight_sum
+        whole = quota.numerator // quota.denominator
+        base[key] = whole
+        remainders.append((quota - whole, key))
+    missing = units - sum(base.values())
+    # Largest remainder first; among equal remainders the smallest key first.
+    remainders.sort(key=lambda item: (-item[0], _sort_key(item[1])))
+    for _, key in remainders[:missing]:
+        base[key] += 1
+    return {key: step * (sign * base[key]) for key, _ in weights}
+
+
+def _sort_key(key: object) -> tuple[str, str]:
+    # Keys are ids (str or int or tuples of them); comparing their repr keeps mixed types ordered.
+    if isinstance(key, int):
+        return ("0", f"{key:020d}")
+    return ("1", repr(key))
+
+
+def fmt(value: Decimal) -> str:
+    """Plain (never scientific) text of a Decimal, keeping its exponent: 12.50 stays ``12.50``."""
+    return f"{value:f}"

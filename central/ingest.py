@@ -1,0 +1,619 @@
+"""Ingest: MQTT frames from the collectors -> raw frames + readings in the database.
+
+Two halves. :class:`IngestProcessor` is the database side: one MQTT message in, one transaction out,
+idempotent on (collector, sequence) for raw frames and on (meter, register, read_at) for readings,
+so a redelivered message inserts nothing. :class:`MqttIngest` is the broker side: paho's network
+loop runs in its own thread and hands each message to asyncio; the message is acknowledged to the
+broker only after its transaction committed (manual acknowledgement + persistent session), so a
+crash between receipt and commit loses nothing - the broker delivers it again.
+
+A payload that cannot be parsed is stored in ``rejected_message`` with the reason and acknowledged;
+a frame that cannot be decoded is stored with status ``failed`` and the reason. Neither stops the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import ssl
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import and_, delete, or_, select, update
+
+from central.db import Database
+from central.models import Collector, CommandRecord, Meter, RawFrame, Reading, RejectedMessage, utcnow
+from protocols.errors import MessageError, ProtocolError
+from protocols.messages import (
+    COMMAND_RESULT_SUBSCRIPTION,
+    FRAMES_SUBSCRIPTION,
+    SHARED_FRAMES_SUBSCRIPTION,
+    STATUS_SUBSCRIPTION,
+    CollectorStatus,
+    CommandResult,
+    FrameBatch,
+    FrameMessage,
+    FrameStatus,
+    collector_from_topic,
+    command_result_topic,
+    frames_topic,
+    parse_command_result,
+    parse_frame_batch,
+    parse_status,
+    status_topic,
+)
+from protocols.mqtturl import parse_mqtt_url
+
+log = logging.getLogger(__name__)
+
+MAX_REJECTED_PAYLOAD = 64 * 1024
+MAX_REASON = 500
+
+# M-Bus device type code (EN 13757-3 table) -> the domain's medium words used for meter points.
+DEVICE_TYPE_MEDIUM: dict[int, str] = {
+    0x02: "electricity",
+    0x04: "heat",  # heat, return temperature
+    0x0C: "heat",  # heat, flow temperature
+    0x0D: "heat",  # heat / cooling
+    0x0A: "cooling",
+    0x0B: "cooling",
+    0x06: "hot_water",
+    0x15: "hot_water",
+    0x07: "cold_water",
+    0x16: "cold_water",
+    0x03: "gas",
+    0x08: "heat_cost_allocator",
+    0x1B: "room_temperature",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedFrame:
+    """What central made of one frame before it is stored."""
+
+    status: str
+    reason: str | None
+    serial: str | None = None
+    manufacturer: str | None = None
+    version: int | None = None
+    device_type: int | None = None
+    telegram_status: int | None = None
+    records: tuple[Any, ...] = ()
+
+
+def _decoder() -> Callable[[bytes], Any] | None:
+    try:
+        from protocols.mbus.application import decode_long_frame
+    except ImportError:
+        return None
+    return decode_long_frame
+
+
+def _normalise_serial(value: object) -> str:
+    text = str(value).strip()
+    return text.zfill(8) if text.isdigit() else text
+
+
+def decode_frame(raw: bytes, decoder: Callable[[bytes], Any] | None = None) -> DecodedFrame:
+    """Decode one wired long frame; never raises - a failure comes back as status ``failed``."""
+    decoder = decoder or _decoder()
+    if decoder is None:
+        return DecodedFrame("failed", "decoder unavailable (protocols.mbus.application missing)")
+    try:
+        telegram = decoder(raw)
+    except ProtocolError as exc:
+        return DecodedFrame("failed", f"{type(exc).__name__}: {exc}"[:MAX_REASON])
+    except Exception as exc:  # a decoder bug must not stop ingest; the frame stays for re-decoding
+        log.exception("decoder crashed on a frame")
+        return DecodedFrame("failed", f"decoder crashed: {type(exc).__name__}: {exc}"[:MAX_REASON])
+    status = telegram.status
+    return DecodedFrame(
+        "ok",
+        None,
+        serial=_normalise_serial(telegram.id),
+        manufacturer=str(telegram.manufacturer),
+        version=int(telegram.version),
+        device_type=int(telegram.device_type),
+        telegram_status=int(status) if isinstance(status, int) else None,
+        records=tuple(telegram.records),
+    )
+
+
+def numeric_value(value: object) -> Decimal | None:
+    """The exact numeric value of a record, or None for dates, text, bytes and missing values."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, Decimal):
+        return value if value.is_finite() else None
+    if isinstance(value, int):
+        return Decimal(value)
+    return None
+
+
+def reading_rows(
+    meter_id: int, raw_frame_id: int | None, read_at: datetime, records: Iterable[Any]
+) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for record in records:
+        value = numeric_value(record.value)
+        if value is None:
+            continue
+        rows.append(
+            {
+                "meter_id": meter_id,
+                "register": bytes(record.dif_vif).hex(),
+                "read_at": read_at,
+                "quantity": str(record.quantity)[:64],
+                "unit": str(record.unit)[:32],
+                "function": str(record.function)[:16],
+                "storage": int(record.storage),
+                "tariff": int(record.tariff),
+                "subunit": int(record.subunit),
+                "value": value,
+                "raw_frame_id": raw_frame_id,
+            }
+        )
+    return rows
+
+
+@dataclass(slots=True)
+class IngestStats:
+    messages: int = 0
+    batches: int = 0
+    frames_new: int = 0
+    frames_duplicate: int = 0
+    frames_failed: int = 0
+    readings: int = 0
+    rejected: int = 0
+    statuses: int = 0
+    command_results: int = 0
+
+
+@dataclass(slots=True)
+class BatchResult:
+    collector: str
+    frames_new: int = 0
+    frames_duplicate: int = 0
+    frames_failed: int = 0
+    readings: int = 0
+    meter_ids: set[int] = field(default_factory=set)
+
+
+AfterBatch = Callable[[BatchResult], Awaitable[None]]
+
+
+class IngestProcessor:
+    """Turns one MQTT message into one committed transaction."""
+
+    def __init__(self, db: Database, *, decoder: Callable[[bytes], Any] | None = None) -> None:
+        self.db = db
+        self._decoder = decoder
+        self.stats = IngestStats()
+        self.after_batch: list[AfterBatch] = []
+
+    async def handle(self, topic: str, payload: bytes) -> None:
+        """Store whatever this message carries; a bad message is recorded, never raised."""
+        self.stats.messages += 1
+        try:
+            collector = collector_from_topic(topic)
+            if topic == frames_topic(collector):
+                batch = parse_frame_batch(payload)
+                if batch.collector != collector:
+                    raise MessageError(f"batch says collector {batch.collector!r} but came on {topic!r}")
+                result = await self.ingest_batch(batch)
+                for hook in self.after_batch:
+                    try:
+                        await hook(result)
+                    except Exception:
+                        log.exception("after-batch hook failed")
+            elif topic == status_topic(collector):
+                await self.store_status(collector, parse_status(payload))
+            elif topic == command_result_topic(collector):
+                await self.store_command_result(collector, parse_command_result(payload))
+            else:
+                raise MessageError(f"no handler for topic {topic!r}")
+        except MessageError as exc:
+            await self.reject(topic, payload, str(exc))
+
+    async def reject(self, topic: str, payload: bytes, reason: str) -> None:
+        self.stats.rejected += 1
+        log.warning("rejected message on %s: %s", topic[:200], reason[:MAX_REASON])
+        async with self.db.sessions.begin() as session:
+            session.add(
+                RejectedMessage(
+                    received_at=utcnow(),
+                    topic=topic[:256],
+                    reason=reason[:2000],
+                    payload=payload[:MAX_REJECTED_PAYLOAD],
+                )
+            )
+
+    async def _ensure_collector(self, session: Any, collector: str) -> None:
+        await session.execute(self.db.insert_ignore(Collector, ["id"]).values(id=collector, state="unknown"))
+
+    async def store_status(self, collector: str, status: CollectorStatus) -> None:
+        if status.collector != collector:
+            raise MessageError(
+                f"status says collector {status.collector!r} but came on its topic for {collector!r}"
+            )
+        self.stats.statuses += 1
+        async with self.db.sessions.begin() as session:
+            await self._ensure_collector(session, collector)
+            row = await session.get(Collector, collector)
+            assert row is not None
+            # Retained and redelivered statuses can arrive late: keep the newest.
+            if row.last_status_at is None or status.at >= row.last_status_at:
+                row.state = status.state.value
+                row.last_status_at = status.at
+                row.last_status = status.model_dump_json()
+                row.version = status.version
+                if row.last_seen_at is None or status.at > row.last_seen_at:
+                    row.last_seen_at = status.at
+
+    async def store_command_result(self, collector: str, result: CommandResult) -> None:
+        if result.collector != collector:
+            raise MessageError(f"result says collector {result.collector!r} but came for {collector!r}")
+        self.stats.command_results += 1
+        async with self.db.sessions.begin() as session:
+            await self._ensure_collector(session, collector)
+            record = await session.get(CommandRecord, result.id)
+            if record is None:
+                record = CommandRecord(
+                    id=result.id,
+                    collector_id=collector,
+                    command="unknown",
+                    args="{}",
+                    issued_at=result.finished_at,
+                )
+                session.add(record)
+            record.finished_at = result.finished_at
+            record.ok = result.ok
+            record.result = json.dumps(result.result, default=str)
+            record.error = result.error
+
+    async def _meters_for(
+        self, session: Any, decoded: Sequence[DecodedFrame]
+    ) -> dict[tuple[str, str], Meter]:
+        wanted = {
+            (d.serial, d.manufacturer) for d in decoded if d.status == "ok" and d.serial and d.manufacturer
+        }
+        if not wanted:
+            return {}
+        found = await self._select_meters(session, wanted)
+        missing = wanted - found.keys()
+        if missing:
+            # A meter the site import does not know yet: register it so its data is kept; it shows
+            # up unassigned until someone maps it to an apartment.
+            by_key = {(d.serial, d.manufacturer): d for d in decoded if d.status == "ok"}
+            rows = []
+            for key in sorted(missing):
+                d = by_key[key]
+                rows.append(
+                    {
+                        "serial": d.serial,
+                        "manufacturer": d.manufacturer,
+                        "version": d.version,
+                        "device_type": d.device_type,
+                        "medium": DEVICE_TYPE_MEDIUM.get(d.device_type or -1, "other"),
+                        "model": "",
+                        "link": "mbus",
+                        "auto_registered": True,
+                    }
+                )
+            await session.execute(self.db.insert_ignore(Meter, ["serial", "manufacturer"]), rows)
+            found.update(await self._select_meters(session, missing))
+        return found
+
+    @staticmethod
+    async def _select_meters(session: Any, keys: set[tuple[Any, Any]]) -> dict[tuple[str, str], Meter]:
+        serials = {k[0] for k in keys}
+        result = await session.execute(select(Meter).where(Meter.serial.in_(serials)))
+        return {(m.serial, m.manufacturer): m for m in result.scalars() if (m.serial, m.manufacturer) in keys}
+
+    async def ingest_batch(self, batch: FrameBatch) -> BatchResult:
+        collector = batch.collector
+        result = BatchResult(collector)
+        decoded = [self._decode(frame) for frame in batch.frames]
+        now = utcnow()
+        async with self.db.sessions.begin() as session:
+            await self._ensure_collector(session, collector)
+            meters = await self._meters_for(session, decoded)
+            rows = []
+            for frame, d in zip(batch.frames, decoded, strict=True):
+                meter = meters.get((d.serial or "", d.manufacturer or ""))
+                rows.append(
+                    {
+                        "collector_id": collector,
+                        "sequence": frame.sequence,
+                        "received_at": frame.received_at,
+                        "ingested_at": now,
+                        "link": frame.link.value,
+                        "port": frame.port,
+                        "address": frame.address,
+                        "rssi": frame.rssi,
+                        "raw": frame.raw_bytes,
+                        "collector_status": frame.status.value,
+                        "status": d.status,
+                        "reason": d.reason,
+                        "meter_id": meter.id if meter else None,
+                        "decoded_at": now if d.status == "ok" else None,
+                    }
+                )
+            stmt = self.db.insert_ignore(RawFrame, ["collector_id", "sequence"]).returning(
+                RawFrame.id, RawFrame.sequence
+            )
+            inserted = {seq: rid for rid, seq in (await session.execute(stmt, rows)).all()} if rows else {}
+            result.frames_new = len(inserted)
+            result.frames_duplicate = len(rows) - len(inserted)
+            reading_batch: list[dict[str, Any]] = []
+            latest: dict[int, tuple[datetime, int, int | None]] = {}
+            for frame, d in zip(batch.frames, decoded, strict=True):
+                raw_id = inserted.get(frame.sequence)
+                if raw_id is None:
+                    continue  # redelivery: this frame and its readings are already stored
+                if d.status != "ok":
+                    result.frames_failed += 1
+                    continue
+                meter = meters.get((d.serial or "", d.manufacturer or ""))
+                if meter is None:
+                    continue
+                reading_batch.extend(reading_rows(meter.id, raw_id, frame.received_at, d.records))
+                result.meter_ids.add(meter.id)
+                previous = latest.get(meter.id)
+                if previous is None or frame.received_at >= previous[0]:
+                    latest[meter.id] = (frame.received_at, raw_id, d.telegram_status)
+            if reading_batch:
+                await session.execute(
+                    self.db.insert_ignore(Reading, ["meter_id", "register", "read_at"]), reading_batch
+                )
+            result.readings = len(reading_batch)
+            for meter_id, (at, raw_id, telegram_status) in latest.items():
+                # Late and out-of-order frames are normal: only move "latest" forwards.
+                await session.execute(
+                    update(Meter)
+                    .where(Meter.id == meter_id)
+                    .where(or_(Meter.last_reading_at.is_(None), Meter.last_reading_at <= at))
+                    .values(
+                        last_reading_at=at,
+                        last_frame_at=at,
+                        last_raw_frame_id=raw_id,
+                        last_status=telegram_status,
+                    )
+                )
+            newest = max(f.received_at for f in batch.frames)
+            top_sequence = max(f.sequence for f in batch.frames)
+            await session.execute(
+                update(Collector)
+                .where(Collector.id == collector)
+                .where(or_(Collector.last_seen_at.is_(None), Collector.last_seen_at < newest))
+                .values(last_seen_at=newest)
+            )
+            await session.execute(
+                update(Collector)
+                .where(Collector.id == collector)
+                .where(or_(Collector.last_sequence.is_(None), Collector.last_sequence < top_sequence))
+                .values(last_sequence=top_sequence)
+            )
+        self.stats.batches += 1
+        self.stats.frames_new += result.frames_new
+        self.stats.frames_duplicate += result.frames_duplicate
+        self.stats.frames_failed += result.frames_failed
+        self.stats.readings += result.readings
+        return result
+
+    def _decode(self, frame: FrameMessage) -> DecodedFrame:
+        if frame.status is FrameStatus.NO_ANSWER:
+            return DecodedFrame("no_answer", frame.reason or "no answer")
+        if frame.status is FrameStatus.FAILED:
+            return DecodedFrame("failed", f"collector: {frame.reason or 'invalid frame'}"[:MAX_REASON])
+        if not frame.raw:
+            return DecodedFrame("failed", "empty frame")
+        if frame.link.value != "mbus":
+            return DecodedFrame("failed", f"link {frame.link.value} not decoded by central yet")
+        return decode_frame(frame.raw_bytes, self._decoder)
+
+
+async def redecode(db: Database, *, collector: str | None = None, batch_size: int = 500) -> dict[str, int]:
+    """Decode stored raw frames again (after a decoder upgrade or a key fix); returns counts.
+
+    Readings that came from a frame are replaced by what the current decoder makes of it; a frame
+    that now fails keeps its raw bytes and gets the new reason.
+    """
+    counts = {"frames": 0, "ok": 0, "failed": 0, "readings": 0}
+    processor = IngestProcessor(db)
+    last_id = 0
+    while True:
+        async with db.sessions.begin() as session:
+            query = (
+                select(RawFrame)
+                .where(RawFrame.id > last_id)
+                .where(RawFrame.collector_status == "ok")
+                .order_by(RawFrame.id)
+                .limit(batch_size)
+            )
+            if collector is not None:
+                query = query.where(RawFrame.collector_id == collector)
+            frames = list((await session.execute(query)).scalars())
+            if not frames:
+                break
+            last_id = frames[-1].id
+            decoded = [decode_frame(f.raw, processor._decoder) if f.link == "mbus" else None for f in frames]
+            ok_decoded = [d for d in decoded if d is not None]
+            meters = await processor._meters_for(session, ok_decoded)
+            now = utcnow()
+            for frame, d in zip(frames, decoded, strict=True):
+                if d is None:
+                    continue
+                counts["frames"] += 1
+                await session.execute(delete(Reading).where(Reading.raw_frame_id == frame.id))
+                frame.status = d.status
+                frame.reason = d.reason
+                frame.decoded_at = now if d.status == "ok" else None
+                meter = meters.get((d.serial or "", d.manufacturer or ""))
+                frame.meter_id = meter.id if meter else frame.meter_id
+                if d.status != "ok" or meter is None:
+                    counts["failed" if d.status != "ok" else "ok"] += 1
+                    continue
+                counts["ok"] += 1
+                rows = reading_rows(meter.id, frame.id, frame.received_at, d.records)
+                if rows:
+                    await session.execute(
+                        db.insert_ignore(Reading, ["meter_id", "register", "read_at"]), rows
+                    )
+                counts["readings"] += len(rows)
+                await session.execute(
+                    update(Meter)
+                    .where(Meter.id == meter.id)
+                    .where(
+                        or_(
+                            Meter.last_reading_at.is_(None),
+                            and_(Meter.last_reading_at <= frame.received_at),
+                        )
+                    )
+                    .values(last_reading_at=frame.received_at, last_raw_frame_id=frame.id)
+                )
+    return counts
+
+
+class MqttIngest:
+    """The broker side: paho in its thread, database work in asyncio, ack after commit."""
+
+    def __init__(
+        self,
+        processor: IngestProcessor,
+        mqtt_url: str,
+        *,
+        client_id: str = "imd-central-ingest",
+        shared_subscription: bool = True,
+        collectors: Sequence[str] | None = None,
+        persistent_session: bool = True,
+    ) -> None:
+        self.processor = processor
+        self.url = parse_mqtt_url(mqtt_url)
+        self.client_id = client_id
+        self.persistent_session = persistent_session
+        self.subscriptions = self.topics(shared_subscription, collectors)
+        self.connected = asyncio.Event()
+        self.subscribed = asyncio.Event()
+        self._queue: asyncio.Queue[tuple[int, int, str, bytes]] = asyncio.Queue()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: Any = None
+        self._worker: asyncio.Task[None] | None = None
+        self._pending_subs: set[int] = set()
+        self.acked = 0
+
+    @staticmethod
+    def topics(shared: bool, collectors: Sequence[str] | None) -> list[str]:
+        if collectors:
+            return [
+                t for c in collectors for t in (frames_topic(c), status_topic(c), command_result_topic(c))
+            ]
+        frames = SHARED_FRAMES_SUBSCRIPTION if shared else FRAMES_SUBSCRIPTION
+        return [frames, STATUS_SUBSCRIPTION, COMMAND_RESULT_SUBSCRIPTION]
+
+    async def start(self) -> None:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self._loop = asyncio.get_running_loop()
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            clean_session=not self.persistent_session,
+            protocol=mqtt.MQTTv311,
+            manual_ack=True,
+        )
+        if self.url.username:
+            client.username_pw_set(self.url.username, self.url.password)
+        if self.url.tls:
+            client.tls_set_context(ssl.create_default_context())
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        self._client = client
+        self._worker = asyncio.create_task(self._work(), name="ingest-worker")
+        # connect_async + loop_start: a broker that is not up yet is retried by paho's thread.
+        client.connect_async(self.url.host, self.url.port, keepalive=30)
+        client.loop_start()
+        log.info(
+            "ingest connecting to %s as %s, topics %s",
+            self.url.redacted(),
+            self.client_id,
+            self.subscriptions,
+        )
+
+    async def wait_ready(self, seconds: float = 10.0) -> None:
+        await asyncio.wait_for(self.subscribed.wait(), seconds)
+
+    async def stop(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.disconnect()
+            await asyncio.to_thread(client.loop_stop)
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+            self._worker = None
+
+    # --- paho thread -------------------------------------------------------------------------
+    def _call(self, fn: Callable[..., Any], *args: Any) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        # RuntimeError: the loop is closing during shutdown; unacked messages are redelivered.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(fn, *args)
+
+    def _on_connect(self, client: Any, _userdata: Any, _flags: Any, reason_code: Any, _props: Any) -> None:
+        if reason_code.is_failure:
+            log.error("broker refused ingest connection: %s", reason_code)
+            return
+        _result, mid = client.subscribe([(topic, 1) for topic in self.subscriptions])
+        self._pending_subs.add(mid)
+        self._call(self.connected.set)
+
+    def _on_subscribe(self, _client: Any, _userdata: Any, mid: int, reason_codes: Any, _props: Any) -> None:
+        failures = [rc for rc in reason_codes if rc.is_failure]
+        if failures:
+            log.error("subscription refused by broker: %s (topics %s)", failures, self.subscriptions)
+            return
+        self._call(self.subscribed.set)
+
+    def _on_disconnect(
+        self, _client: Any, _userdata: Any, _flags: Any, reason_code: Any, _props: Any
+    ) -> None:
+        if reason_code.is_failure:
+            log.warning("ingest disconnected from broker: %s (reconnecting)", reason_code)
+        self._call(self.connected.clear)
+        self._call(self.subscribed.clear)
+
+    def _on_message(self, _client: Any, _userdata: Any, message: Any) -> None:
+        self._call(self._queue.put_nowait, (message.mid, message.qos, message.topic, bytes(message.payload)))
+
+    # --- asyncio side ------------------------------------------------------------------------
+    async def _work(self) -> None:
+        while True:
+            mid, qos, topic, payload = await self._queue.get()
+            while True:
+                try:
+                    await self.processor.handle(topic, payload)
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    # The database is unavailable or similar: do not ack, retry - the broker keeps
+                    # the message until we do.
+                    log.exception("ingest of a message on %s failed; retrying", topic[:200])
+                    await asyncio.sleep(1.0)
+            client = self._client
+            if client is not None and qos > 0:
+                client.ack(mid, qos)
+                self.acked += 1

@@ -1,0 +1,318 @@
+"""Read-side queries shared by the REST API and the dashboard, always scoped to a principal.
+
+Scoping lives here, once: a board member sees meters on their properties' meter points, a resident
+only those on their apartment, and nobody outside the global roles sees unassigned meters.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, false, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from central.auth import Principal
+from central.models import Apartment, Building, Collector, Meter, MeterPoint, Property, RawFrame, Reading
+
+# What the meter list shows as "latest values": the current registers, not history or ids.
+HIDDEN_QUANTITIES = frozenset(
+    {
+        "fabrication_number",
+        "model_version",
+        "bus_address",
+        "error_flags",
+        "access_number",
+        "on_time",
+        "operating_time",
+        "averaging_duration",
+        "actuality_duration",
+    }
+)
+
+
+def scope_meters(query: Select[Any], who: Principal) -> Select[Any]:
+    """Restrict a query that already joins MeterPoint (outer) to what ``who`` may see."""
+    if who.sees_all:
+        return query
+    if who.role == "board":
+        return query.where(MeterPoint.property_id.in_(who.property_ids or {-1}))
+    if who.role == "resident" and who.apartment_id is not None:
+        return query.where(MeterPoint.apartment_id == who.apartment_id)
+    return query.where(false())  # any other role sees nothing
+
+
+def scope_properties(query: Select[Any], who: Principal) -> Select[Any]:
+    if who.sees_all:
+        return query
+    return query.where(Property.id.in_(who.property_ids or {-1}))
+
+
+def _meter_base() -> Any:
+    return (
+        select(Meter, MeterPoint, Apartment, Property)
+        .outerjoin(MeterPoint, Meter.meter_point_id == MeterPoint.id)
+        .outerjoin(Apartment, MeterPoint.apartment_id == Apartment.id)
+        .outerjoin(Property, MeterPoint.property_id == Property.id)
+    )
+
+
+def value_dict(r: Reading) -> dict[str, Any]:
+    return {
+        "quantity": r.quantity,
+        "unit": r.unit,
+        "value": format(r.value, "f"),  # exact, plain notation (no exponent)
+        "function": r.function,
+        "storage": r.storage,
+        "tariff": r.tariff,
+        "subunit": r.subunit,
+        "register": r.register,
+        "read_at": r.read_at,
+    }
+
+
+def meter_dict(
+    meter: Meter, point: MeterPoint | None, apartment: Apartment | None, prop: Property | None
+) -> dict[str, Any]:
+    return {
+        "id": meter.serial,
+        "ref": meter.id,
+        "manufacturer": meter.manufacturer,
+        "version": meter.version,
+        "device_type": meter.device_type,
+        "medium": meter.medium,
+        "model": meter.model,
+        "link": meter.link,
+        "bus": meter.bus,
+        "primary_address": meter.primary_address,
+        "property": prop.key if prop else None,
+        "apartment": apartment.object_number if apartment else None,
+        "apartment_number": apartment.number if apartment else None,
+        "meter_point": point.id if point else None,
+        "installed_at": meter.installed_at,
+        "removed_at": meter.removed_at,
+        "has_key": meter.key_encrypted is not None,
+        "auto_registered": meter.auto_registered,
+        "last_frame_at": meter.last_frame_at,
+        "last_reading_at": meter.last_reading_at,
+        "status_byte": meter.last_status,
+        "values": [],
+    }
+
+
+async def latest_values(session: AsyncSession, meters: list[Meter]) -> dict[int, list[Reading]]:
+    frame_ids = [m.last_raw_frame_id for m in meters if m.last_raw_frame_id is not None]
+    out: dict[int, list[Reading]] = defaultdict(list)
+    for start in range(0, len(frame_ids), 500):
+        rows = await session.execute(
+            select(Reading)
+            .where(Reading.raw_frame_id.in_(frame_ids[start : start + 500]))
+            .where(Reading.storage == 0, Reading.subunit == 0, Reading.function == "instantaneous")
+            .order_by(Reading.meter_id, Reading.id)
+        )
+        for r in rows.scalars():
+            if r.quantity not in HIDDEN_QUANTITIES and r.unit:
+                out[r.meter_id].append(r)
+    return out
+
+
+async def list_meters(
+    session: AsyncSession,
+    who: Principal,
+    *,
+    property_key: str | None = None,
+    medium: str | None = None,
+    apartment: str | None = None,
+    limit: int = 1000,
+    offset: int = 0,
+) -> tuple[list[dict[str, Any]], int]:
+    query = scope_meters(_meter_base(), who)
+    if property_key is not None:
+        query = query.where(Property.key == property_key)
+    if medium is not None:
+        query = query.where(Meter.medium == medium)
+    if apartment is not None:
+        query = query.where(Apartment.object_number == apartment)
+    total = (await session.execute(select(func.count()).select_from(query.subquery()))).scalar_one()
+    query = (
+        query.order_by(Property.key, Apartment.number, Meter.medium, Meter.serial).limit(limit).offset(offset)
+    )
+    rows = (await session.execute(query)).all()
+    values = await latest_values(session, [row[0] for row in rows])
+    items = []
+    for meter, point, apt, prop in rows:
+        item = meter_dict(meter, point, apt, prop)
+        item["values"] = [value_dict(r) for r in values.get(meter.id, [])]
+        items.append(item)
+    return items, total
+
+
+async def find_meter(
+    session: AsyncSession, who: Principal, serial: str, manufacturer: str | None = None
+) -> list[tuple[Meter, MeterPoint | None, Apartment | None, Property | None]]:
+    query = scope_meters(_meter_base(), who).where(Meter.serial == serial)
+    if manufacturer is not None:
+        query = query.where(Meter.manufacturer == manufacturer.upper())
+    return [tuple(row) for row in (await session.execute(query)).all()]
+
+
+async def meter_readings(
+    session: AsyncSession,
+    meter_id: int,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    quantity: str | None = None,
+    limit: int = 500,
+    offset: int = 0,
+) -> tuple[list[Reading], int]:
+    query = select(Reading).where(Reading.meter_id == meter_id)
+    if since is not None:
+        query = query.where(Reading.read_at >= since)
+    if until is not None:
+        query = query.where(Reading.read_at < until)
+    if quantity is not None:
+        query = query.where(Reading.quantity == quantity)
+    total = (await session.execute(select(func.count()).select_from(query.subquery()))).scalar_one()
+    rows = await session.execute(
+        query.order_by(Reading.read_at.desc(), Reading.id).limit(limit).offset(offset)
+    )
+    return list(rows.scalars()), total
+
+
+def frame_dict(f: RawFrame) -> dict[str, Any]:
+    return {
+        "id": f.id,
+        "collector": f.collector_id,
+        "sequence": f.sequence,
+        "received_at": f.received_at,
+        "ingested_at": f.ingested_at,
+        "link": f.link,
+        "port": f.port,
+        "address": f.address,
+        "rssi": f.rssi,
+        "collector_status": f.collector_status,
+        "status": f.status,
+        "reason": f.reason,
+        "meter_ref": f.meter_id,
+        "raw": f.raw.hex(),
+    }
+
+
+async def list_frames(
+    session: AsyncSession,
+    who: Principal,
+    *,
+    meter_id: int | None = None,
+    collector: str | None = None,
+    status: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> tuple[list[dict[str, Any]], int]:
+    query = select(RawFrame)
+    if not who.sees_all:
+        # Frames of meters the principal may see; unmatched frames are for global roles only.
+        query = scope_meters(
+            query.join(Meter, RawFrame.meter_id == Meter.id).outerjoin(
+                MeterPoint, Meter.meter_point_id == MeterPoint.id
+            ),
+            who,
+        )
+    if meter_id is not None:
+        query = query.where(RawFrame.meter_id == meter_id)
+    if collector is not None:
+        query = query.where(RawFrame.collector_id == collector)
+    if status is not None:
+        query = query.where(RawFrame.status == status)
+    total = (await session.execute(select(func.count()).select_from(query.subquery()))).scalar_one()
+    rows = await session.execute(
+        query.order_by(RawFrame.received_at.desc(), RawFrame.id.desc()).limit(limit).offset(offset)
+    )
+    return [frame_dict(f) for f in rows.scalars()], total
+
+
+def collector_dict(c: Collector, now: datetime) -> dict[str, Any]:
+    age = (now - c.last_seen_at).total_seconds() if c.last_seen_at else None
+    return {
+        "id": c.id,
+        "state": c.state,
+        "last_seen_at": c.last_seen_at,
+        "last_seen_age_s": round(age, 1) if age is not None else None,
+        "last_status_at": c.last_status_at,
+        "last_sequence": c.last_sequence,
+        "version": c.version,
+        "property_ref": c.property_id,
+    }
+
+
+async def list_collectors(session: AsyncSession, who: Principal, now: datetime) -> list[dict[str, Any]]:
+    query = select(Collector).order_by(Collector.id)
+    if not who.sees_all:
+        if who.role != "board":
+            return []
+        # A board sees the collectors that carry frames of meters on its properties.
+        on_props = (
+            select(RawFrame.collector_id)
+            .join(Meter, RawFrame.meter_id == Meter.id)
+            .join(MeterPoint, Meter.meter_point_id == MeterPoint.id)
+            .where(MeterPoint.property_id.in_(who.property_ids or {-1}))
+            .distinct()
+        )
+        query = query.where(
+            (Collector.property_id.in_(who.property_ids or {-1})) | Collector.id.in_(on_props)
+        )
+    return [collector_dict(c, now) for c in (await session.execute(query)).scalars()]
+
+
+async def list_properties(session: AsyncSession, who: Principal) -> list[dict[str, Any]]:
+    rows = await session.execute(scope_properties(select(Property), who).order_by(Property.key))
+    out = []
+    for p in rows.scalars():
+        buildings = await session.execute(
+            select(Building).where(Building.property_id == p.id).order_by(Building.key)
+        )
+        out.append(
+            {
+                "id": p.key,
+                "name": p.name,
+                "address": p.address,
+                "city": p.city,
+                "buildings": [
+                    {"id": b.key, "name": b.name, "address": b.address} for b in buildings.scalars()
+                ],
+            }
+        )
+    return out
+
+
+async def list_apartments(
+    session: AsyncSession, who: Principal, property_key: str, *, limit: int = 1000, offset: int = 0
+) -> tuple[list[dict[str, Any]], int] | None:
+    prop = (
+        await session.execute(scope_properties(select(Property), who).where(Property.key == property_key))
+    ).scalar_one_or_none()
+    if prop is None:
+        return None
+    query = (
+        select(Apartment, Building)
+        .join(Building, Apartment.building_id == Building.id)
+        .where(Apartment.property_id == prop.id)
+    )
+    if who.role == "resident":
+        query = query.where(Apartment.id == who.apartment_id)
+    total = (await session.execute(select(func.count()).select_from(query.subquery()))).scalar_one()
+    rows = await session.execute(query.order_by(Apartment.number).limit(limit).offset(offset))
+    items = [
+        {
+            "object_number": a.object_number,
+            "number": a.number,
+            "building": b.key,
+            "area_m2": str(a.area_m2),
+            "share": str(a.share) if a.share is not None else None,
+            "address": a.address,
+            "tenant_ref": a.tenant_ref,
+        }
+        for a, b in rows.all()
+    ]
+    return items, total

@@ -1,0 +1,100 @@
+"""Entry points other parts (the CLI, ``imd demo``) call: serve, import a site, create users, redecode."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from central.config import Settings
+from protocols.site import SiteExport
+
+log = logging.getLogger(__name__)
+
+
+async def serve(settings: Settings, *, on_ready: Callable[[str], None] | None = None) -> None:
+    """Run API, dashboard and ingest in this process until SIGINT/SIGTERM (uvicorn handles both)."""
+    import uvicorn
+
+    from central.api.app import create_app
+
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level="warning", access_log=False, lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    url = f"http://{settings.host}:{settings.port}/"
+
+    async def announce() -> None:
+        while not server.started:
+            if server.should_exit:
+                return
+            await asyncio.sleep(0.05)
+        if on_ready is not None:
+            on_ready(url)
+
+    announcer = asyncio.create_task(announce())
+    try:
+        await server.serve()
+    finally:
+        announcer.cancel()
+    if not server.started:
+        raise RuntimeError(f"central could not start on {settings.host}:{settings.port} (see the log above)")
+
+
+async def import_site_async(
+    settings: Settings, site: SiteExport, *, actor: str | None = None
+) -> dict[str, Any]:
+    from central.db import Database
+    from central.keys import MeterKeyBox
+    from central.site_import import import_site
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = await Database.open(settings.effective_database_url)
+    try:
+        report = await import_site(db, site, MeterKeyBox(settings.meter_key_file), actor=actor)
+    finally:
+        await db.close()
+    return report.as_dict()
+
+
+def import_site_file(settings: Settings, path: Path) -> dict[str, Any]:
+    """Import a site export file (what ``imd sim ... --export`` writes); idempotent."""
+    from central.site_import import load_site
+
+    return asyncio.run(import_site_async(settings, load_site(path), actor="cli"))
+
+
+async def create_user_async(
+    settings: Settings, username: str, password: str, role: str, **kwargs: Any
+) -> None:
+    from central.auth import create_user
+    from central.db import Database
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = await Database.open(settings.effective_database_url)
+    try:
+        await create_user(db, username, password, role, **kwargs)
+    finally:
+        await db.close()
+
+
+async def redecode_async(settings: Settings, collector: str | None = None) -> dict[str, int]:
+    from central.db import Database
+    from central.ingest import redecode
+
+    db = await Database.open(settings.effective_database_url)
+    try:
+        return await redecode(db, collector=collector)
+    finally:
+        await db.close()
+
+
+async def migrate_async(settings: Settings) -> None:
+    from central.db import Database
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = await Database.open(settings.effective_database_url)
+    await db.close()

@@ -1,0 +1,189 @@
+"""One entry point from raw frame bytes to the ``imd decode --json`` object.
+
+``decode_frame_json`` never raises for bad bytes: every failure is an ``{"ok": false, "error": ...}``
+object with a readable reason. The object holds only JSON-native types (``json.dumps`` works):
+numeric values are ints when integral, else floats whose shortest repr is the exact decimal value
+for anything up to 15 significant digits (every BCD register; billing uses the exact ``Decimal``
+from :func:`protocols.mbus.decode_long_frame`, not this summary).
+
+Link detection is a table (:data:`LINK_DECODERS`): the wireless M-Bus stack adds its decoder there.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from typing import Any, Final
+
+from protocols.errors import DecodeError, ProtocolError, UnsupportedError
+from protocols.mbus.application import Record, RecordValue, Telegram, decode_user_data
+from protocols.mbus.link import ControlFrame, LongFrame, ShortFrame, SingleChar, parse_frame
+
+__all__ = [
+    "LINK_DECODERS",
+    "decode_frame_json",
+    "decode_frame_json_line",
+    "detect_link",
+    "json_value",
+    "record_json",
+    "telegram_json",
+    "telegram_json_line",
+]
+
+Keys = Mapping[str, bytes]
+LinkDecoder = Callable[[bytes, "Keys | None"], Telegram]
+
+_WIRED_STARTS: Final = frozenset((0x68, 0x10, 0xE5))
+
+
+def _decode_wired(raw: bytes, keys: Keys | None) -> Telegram:
+    frame = parse_frame(raw)
+    if isinstance(frame, LongFrame):
+        return decode_user_data(frame.ci, frame.data, raw=frame.raw)
+    if isinstance(frame, SingleChar):
+        raise DecodeError("single character E5h (acknowledge) carries no data")
+    if isinstance(frame, ShortFrame):
+        raise DecodeError(f"short frame (C={frame.control:02X}h, A={frame.address}) carries no data")
+    if isinstance(frame, ControlFrame):
+        return decode_user_data(frame.ci, b"", raw=frame.raw)
+    raise DecodeError("not a data frame")  # pragma: no cover - Frame is a closed union
+
+
+def _decode_wireless_unsupported(raw: bytes, keys: Keys | None) -> Telegram:
+    raise UnsupportedError("wireless M-Bus not supported yet")
+
+
+# link name -> decoder(raw, keys). Replace "wmbus" when the wireless stack lands.
+LINK_DECODERS: dict[str, LinkDecoder] = {
+    "mbus": _decode_wired,
+    "wmbus": _decode_wireless_unsupported,
+}
+
+
+def detect_link(raw: bytes) -> str:
+    """Wired frames start with 68h, 10h or E5h; anything else is taken as a wireless telegram."""
+    return "mbus" if raw and raw[0] in _WIRED_STARTS else "wmbus"
+
+
+def json_value(value: RecordValue) -> int | float | str | None:
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            return None
+        integral = value.to_integral_value()
+        return int(integral) if integral == value else float(value)
+    if value is None or isinstance(value, (int, str)):
+        return value
+    if isinstance(value, bytes):
+        return value.hex()
+    return value.isoformat()
+
+
+def record_json(record: Record) -> dict[str, Any]:
+    return {
+        "value": json_value(record.value),
+        "unit": record.unit,
+        "quantity": record.quantity,
+        "function": record.function,
+        "storage": record.storage,
+        "tariff": record.tariff,
+        "subunit": record.subunit,
+        "dif_vif": record.dif_vif.hex(),
+    }
+
+
+def telegram_json(telegram: Telegram, link: str = "mbus") -> dict[str, Any]:
+    return {
+        "ok": True,
+        "link": link,
+        "id": telegram.id,
+        "manufacturer": telegram.manufacturer,
+        "version": telegram.version,
+        "medium": telegram.medium,
+        "access_number": telegram.access_number,
+        "status": telegram.status,
+        "records": [record_json(r) for r in telegram.records],
+        "error": None,
+    }
+
+
+def decode_frame_json(raw: bytes, keys: Mapping[str, bytes] | None = None) -> dict[str, Any]:
+    """Decode one frame into the ``imd decode --json`` object; never raises for bad input bytes."""
+    raw = bytes(raw)
+    if not raw:
+        return {"ok": False, "link": None, "error": "empty frame"}
+    link = detect_link(raw)
+    try:
+        telegram = LINK_DECODERS[link](raw, keys)
+    except ProtocolError as exc:
+        return {"ok": False, "link": link, "error": str(exc)}
+    return telegram_json(telegram, link)
+
+
+# -- the same object as one JSON text, built directly (the hot path of ``imd decode --json``) ------
+
+_dumps = json.dumps
+_quoted: dict[str, str] = {}
+
+
+def _q(text: str) -> str:
+    """JSON string literal, cached: units, quantities and functions come from a small vocabulary."""
+    out = _quoted.get(text)
+    if out is None:
+        out = _dumps(text, ensure_ascii=False)
+        if len(_quoted) < 4096:  # plain-text units are free text: keep the cache bounded
+            _quoted[text] = out
+    return out
+
+
+def _json_number_or_string(value: RecordValue) -> str:
+    if isinstance(value, Decimal):
+        # exact: the decimal digits as decoded, e.g. 54.321 or 0.000 (never float rounding)
+        return format(value, "f") if value.is_finite() else "null"
+    if isinstance(value, int):
+        return str(value)
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return _dumps(value, ensure_ascii=False)
+    if isinstance(value, bytes):
+        return f'"{value.hex()}"'
+    return f'"{value.isoformat()}"'
+
+
+def telegram_json_line(telegram: Telegram, link: str = "mbus") -> str:
+    """:func:`telegram_json` as JSON text. Numbers keep their exact decimal digits."""
+    q = _q
+    value_text = _json_number_or_string
+    decimal = Decimal
+    parts = []
+    for dif_vif, _data, value, unit, quantity, function, storage, tariff, subunit, *_ in telegram.records:
+        if type(value) is decimal and value.is_finite():
+            text = format(value, "f")  # exact decimal digits, e.g. 54.321 or 0.000
+        else:
+            text = value_text(value)
+        parts.append(
+            f'{{"value": {text}, "unit": {q(unit)}, "quantity": {q(quantity)}, "function": "{function}", '
+            f'"storage": {storage}, "tariff": {tariff}, "subunit": {subunit}, "dif_vif": "{dif_vif.hex()}"}}'
+        )
+    records = ", ".join(parts)
+    return (
+        f'{{"ok": true, "link": "{link}", "id": {q(telegram.id)}, '
+        f'"manufacturer": {q(telegram.manufacturer)}, "version": {telegram.version}, '
+        f'"medium": "{telegram.medium}", '
+        f'"access_number": {telegram.access_number}, "status": {telegram.status}, '
+        f'"records": [{records}], "error": null}}'
+    )
+
+
+def decode_frame_json_line(raw: bytes, keys: Mapping[str, bytes] | None = None) -> tuple[bool, str]:
+    """:func:`decode_frame_json` as ``(ok, JSON text)``; never raises for bad input bytes."""
+    raw = bytes(raw)
+    if not raw:
+        return False, _dumps({"ok": False, "link": None, "error": "empty frame"})
+    link = detect_link(raw)
+    try:
+        telegram = LINK_DECODERS[link](raw, keys)
+    except ProtocolError as exc:
+        return False, _dumps({"ok": False, "link": link, "error": str(exc)}, ensure_ascii=False)
+    return True, telegram_json_line(telegram, link)

@@ -1,0 +1,162 @@
+"""API and dashboard: login, 401 without a token, role scoping across properties, keys never shown."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+import pytest_asyncio
+from central_testdata import CORPUS_METERS, OTHER_PROPERTY_METERS, corpus_frame, site_export
+from conftest import BACKENDS, database_url
+from fastapi import FastAPI
+
+from central.api.app import create_app
+from central.auth import create_user
+from central.config import Settings
+from central.site_import import import_site
+from protocols.messages import FrameBatch, FrameMessage, encode, frames_topic
+
+KEY = "00112233445566778899AABBCCDDEEFF"
+
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module", params=BACKENDS)
+async def app(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[FastAPI]:
+    """One app per backend for the module (argon2 hashing makes set-up the slow part); tests only read."""
+    directory = tmp_path_factory.mktemp("central-api")
+    async with database_url(request, directory) as url:
+        application = create_app(
+            Settings(data_dir=directory / "data", database_url=url, demo=True).validated()
+        )
+        async with application.router.lifespan_context(application):
+            state = application.state.central
+            await import_site(state.db, site_export("BRF-A", key=KEY), state.keybox)
+            await import_site(state.db, site_export("BRF-B", meters=OTHER_PROPERTY_METERS), state.keybox)
+            await create_user(state.db, "board-a", "secret-a", "board", properties=["BRF-A"])
+            await create_user(
+                state.db, "resident-b", "secret-r", "resident", apartment="OBJ-1002", properties=["BRF-B"]
+            )
+            at = datetime(2025, 2, 1, tzinfo=UTC)
+            batch = FrameBatch(
+                collector="api-c1",
+                sent_at=at,
+                frames=[
+                    FrameMessage(sequence=n, received_at=at, port="mbus0", raw=corpus_frame(f).hex())
+                    for n, f in enumerate([*CORPUS_METERS, *OTHER_PROPERTY_METERS])
+                ],
+            )
+            await state.processor.handle(frames_topic("api-c1"), encode(batch))
+            yield application
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+    ) as http:
+        yield http
+
+
+async def login(http: httpx.AsyncClient, username: str, password: str) -> dict[str, str]:
+    response = await http.post("/api/auth/token", data={"username": username, "password": password})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["token_type"] == "bearer"
+    return {"Authorization": f"Bearer {body['access_token']}"}
+
+
+async def test_health_needs_no_login_and_meters_need_a_token(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/api/health")).json()["status"] == "ok"
+    for path in ("/api/meters", "/api/collectors", "/api/frames", "/api/properties"):
+        response = await client.get(path)
+        assert response.status_code == 401, path
+        assert response.headers["www-authenticate"] == "Bearer"
+    bad = await client.get("/api/meters", headers={"Authorization": "Bearer not-a-token"})
+    assert bad.status_code == 401
+    wrong = await client.post("/api/auth/token", data={"username": "demo", "password": "nope"})
+    assert wrong.status_code == 401
+
+
+async def test_demo_admin_sees_meters_with_latest_values(client: httpx.AsyncClient) -> None:
+    headers = await login(client, "demo", "demo")
+    response = await client.get("/api/meters", headers=headers)
+    assert response.status_code == 200
+    meters = {m["id"]: m for m in response.json()}
+    assert response.headers["x-total-count"] == str(len(meters)) == "6"
+    heat = meters["06855817"]
+    assert heat["manufacturer"] == "KAM"
+    assert heat["medium"] == "heat"
+    assert heat["apartment"] == "OBJ-1001"
+    assert heat["last_reading_at"].startswith("2025-02-01")
+    energy = [v for v in heat["values"] if v["register"] == "0406"]
+    assert energy == [energy[0]]
+    assert energy[0]["value"] == "37351000"
+    assert energy[0]["unit"] == "Wh"
+    assert heat["has_key"] is True
+    assert KEY.lower() not in response.text.lower()
+    page = await client.get("/api/meters?limit=2&offset=1", headers=headers)
+    assert len(page.json()) == 2
+    assert page.headers["x-total-count"] == "6"
+    assert (await client.get("/api/meters?limit=0", headers=headers)).status_code == 422
+
+
+async def test_meter_detail_frames_and_collectors(client: httpx.AsyncClient) -> None:
+    headers = await login(client, "demo", "demo")
+    detail = (await client.get("/api/meters/04990254", headers=headers)).json()
+    assert detail["readings_total"] == len(detail["readings"]) == 9
+    assert {"volume", "flow"} <= {r["quantity"] for r in detail["readings"]}
+    frames = (await client.get("/api/meters/04990254/frames", headers=headers)).json()
+    assert len(frames) == 1
+    assert frames[0]["status"] == "ok"
+    assert frames[0]["raw"].startswith("68")
+    assert (await client.get("/api/meters/99999999", headers=headers)).status_code == 404
+    assert (await client.get("/api/meters/abc", headers=headers)).status_code == 422
+    assert (await client.get("/api/frames?status=weird", headers=headers)).status_code == 422
+    collectors = (await client.get("/api/collectors", headers=headers)).json()
+    assert [c["id"] for c in collectors] == ["api-c1"]
+    assert collectors[0]["last_sequence"] == 5
+
+
+async def test_board_member_sees_only_their_property(client: httpx.AsyncClient) -> None:
+    headers = await login(client, "board-a", "secret-a")
+    meters = (await client.get("/api/meters", headers=headers)).json()
+    assert {m["property"] for m in meters} == {"BRF-A"}
+    assert len(meters) == 4
+    assert (await client.get("/api/meters/00802657", headers=headers)).status_code == 404  # BRF-B's meter
+    assert (await client.get("/api/properties/BRF-B/apartments", headers=headers)).status_code == 404
+    assert [p["id"] for p in (await client.get("/api/properties", headers=headers)).json()] == ["BRF-A"]
+    frames = (await client.get("/api/frames", headers=headers)).json()
+    assert len(frames) == 4
+    assert (await client.get("/api/rejected-messages", headers=headers)).status_code == 403
+
+
+async def test_resident_sees_only_their_apartment(client: httpx.AsyncClient) -> None:
+    headers = await login(client, "resident-b", "secret-r")
+    meters = (await client.get("/api/meters", headers=headers)).json()
+    assert [(m["property"], m["apartment"], m["id"]) for m in meters] == [("BRF-B", "OBJ-1002", "00182007")]
+    assert (await client.get("/api/meters/06855817", headers=headers)).status_code == 404
+
+
+async def test_dashboard_requires_login_and_shows_meters(client: httpx.AsyncClient) -> None:
+    response = await client.get("/")
+    assert response.status_code == 303
+    assert response.headers["location"] == "/login"
+    assert "password" in (await client.get("/login")).text
+    failed = await client.post("/login", data={"username": "demo", "password": "wrong"})
+    assert failed.status_code == 401
+    ok = await client.post("/login", data={"username": "demo", "password": "demo"})
+    assert ok.status_code == 303
+    cookie = ok.headers["set-cookie"].lower()
+    assert "httponly" in cookie
+    assert "samesite=strict" in cookie
+    page = await client.get("/")
+    assert page.status_code == 200
+    assert "06855817" in page.text
+    assert "37351000 Wh" in page.text
+    assert "api-c1" in page.text
