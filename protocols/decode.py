@@ -157,14 +157,15 @@ def telegram_json_line(telegram: Telegram, link: str = "mbus") -> str:
     value_text = _json_number_or_string
     decimal = Decimal
     parts = []
-    for dif_vif, _data, value, unit, quantity, function, storage, tariff, subunit, *_ in telegram.records:
-        if type(value) is decimal and value.is_finite():
-            text = format(value, "f")  # exact decimal digits, e.g. 54.321 or 0.000
-        else:
-            text = value_text(value)
+    cached = _quoted.get
+    for dv, _d, value, unit, quantity, function, storage, tariff, subunit, _t, _e, _m in telegram.records:
+        # exact decimal digits, e.g. 54.321 or 0.000
+        text = format(value, "f") if type(value) is decimal and value.is_finite() else value_text(value)
+        unit_text = cached(unit) or q(unit)
+        quantity_text = cached(quantity) or q(quantity)
         parts.append(
-            f'{{"value": {text}, "unit": {q(unit)}, "quantity": {q(quantity)}, "function": "{function}", '
-            f'"storage": {storage}, "tariff": {tariff}, "subunit": {subunit}, "dif_vif": "{dif_vif.hex()}"}}'
+            f'{{"value": {text}, "unit": {unit_text}, "quantity": {quantity_text}, "function": "{function}", '
+            f'"storage": {storage}, "tariff": {tariff}, "subunit": {subunit}, "dif_vif": "{dv.hex()}"}}'
         )
     records = ", ".join(parts)
     return (

@@ -26,6 +26,7 @@ How one medium is computed:
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from decimal import Decimal
@@ -43,6 +44,7 @@ from .model import (
     MeterPoint,
     PriceEntry,
     PriceModel,
+    TenantPeriod,
     VatRounding,
 )
 from .money import EXACT, ZERO, allocate, fmt, mul, quantize_step, to_ore
@@ -98,10 +100,12 @@ class Segment:
         return (self.apartment.id, self.start.isoformat())
 
 
-def segments_of(apartment: Apartment, inp: BillingInput, period: BillingPeriod) -> list[Segment]:
+def segments_of(
+    apartment: Apartment, tenants: Iterable[TenantPeriod], period: BillingPeriod
+) -> list[Segment]:
     """The apartment's period cut at move dates; gaps between tenants are vacant segments."""
     stays = sorted(
-        (t for t in inp.tenants if t.apartment_id == apartment.id),
+        (t for t in tenants if t.apartment_id == apartment.id),
         key=lambda t: (t.move_in, t.tenant_ref),
     )
     out: list[Segment] = []
@@ -764,7 +768,12 @@ def compute_run(
     """Compute a draft run; or a ``RunStopped`` saying what must be fixed or approved first."""
     period = BillingPeriod(inp.period_from, inp.period_to)
     input_digest = digest((inp, corrections))
-    segs = {a.id: segments_of(a, inp, period) for a in sorted(inp.apartments, key=lambda a: a.id)}
+    stays: dict[str, list[TenantPeriod]] = defaultdict(list)
+    for stay in inp.tenants:
+        stays[stay.apartment_id].append(stay)
+    segs = {
+        a.id: segments_of(a, stays.get(a.id, ()), period) for a in sorted(inp.apartments, key=lambda a: a.id)
+    }
     lines: list[BillingLine] = []
     stops: list[StopReason] = []
     summaries: list[MediumSummary] = []

@@ -7,6 +7,7 @@ the parts add up to the total to the öre.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Sequence
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, ROUND_HALF_UP, ROUND_UP, Context, Decimal
 from enum import StrEnum
@@ -52,8 +53,8 @@ def allocate(total: Decimal, weights: Sequence[tuple[K, Decimal]], step: Decimal
     The largest-remainder (Hare) method: every key first gets its exact quota rounded toward zero to a
     whole ``step``; the units still missing go one each to the keys with the largest remainders, ties
     broken by the key in ascending order (the apartment id, so a tie always favours the same
-    apartment and two runs of the same input give the same bytes). The quotas are computed with
-    ``Fraction`` so the comparison of remainders is exact, not rounded.
+    apartment and two runs of the same input give the same bytes). The quotas are computed in
+    integers (weights scaled exactly) so the comparison of remainders is exact, not rounded.
 
     Weights must be >= 0 and the total a whole number of ``step``. All-zero weights are an error
     for the caller to decide on (see the fördelning's fallback key): splitting by nothing is not a
@@ -69,25 +70,28 @@ def allocate(total: Decimal, weights: Sequence[tuple[K, Decimal]], step: Decimal
     units = int(units_dec)
     sign = -1 if units < 0 else 1
     units = abs(units)
-    fractions = [(key, Fraction(weight)) for key, weight in weights]
-    if any(w < 0 for _, w in fractions):
+    exact = [Fraction(weight) for _, weight in weights]
+    if any(w < 0 for w in exact):
         raise ValueError("negative weight")
-    weight_sum = sum((w for _, w in fractions), Fraction(0))
+    # Scale the weights to integers (exactly: by the lcm of their denominators) so that quotas and
+    # remainders are integer divisions: quota_i = units * w_i / W, remainder compared as an integer.
+    scale = math.lcm(*(w.denominator for w in exact))
+    ints = [w.numerator * (scale // w.denominator) for w in exact]
+    weight_sum = sum(ints)
     if weight_sum == 0:
         raise ValueError("all weights are zero")
     base: dict[K, int] = {}
-    remainders: list[tuple[Fraction, K]] = []
-    for key, weight in fractions:
+    remainders: list[tuple[int, tuple[str, str], K]] = []
+    for (key, _), w in zip(weights, ints, strict=True):
         if key in base:
             raise ValueError(f"key {key!r} given twice")
-        quota = units * weight / weight_sum
-        whole = quota.numerator // quota.denominator
+        whole, rest = divmod(units * w, weight_sum)
         base[key] = whole
-        remainders.append((quota - whole, key))
+        remainders.append((-rest, _sort_key(key), key))
     missing = units - sum(base.values())
     # Largest remainder first; among equal remainders the smallest key first.
-    remainders.sort(key=lambda item: (-item[0], _sort_key(item[1])))
-    for _, key in remainders[:missing]:
+    remainders.sort(key=lambda item: (item[0], item[1]))
+    for _, _, key in remainders[:missing]:
         base[key] += 1
     return {key: step * (sign * base[key]) for key, _ in weights}
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from hwsim import climate
 from hwsim.building import SimBuilding, build_building
-from protocols.messages import FrameBatch, FrameMessage, LinkKind, encode, frames_topic
+from protocols.messages import FrameBatch, FrameMessage, FrameStatus, LinkKind, encode, frames_topic
 from protocols.mqtturl import parse_mqtt_url
 
 
@@ -59,7 +59,7 @@ class Fleet:
                 frames.append(
                     FrameMessage(
                         sequence=base + len(frames), received_at=at, link=LinkKind.MBUS, port="mbus0",
-                        address=str(meter.primary_address), status="no_answer", reason="no answer",
+                        address=str(meter.primary_address), status=FrameStatus.NO_ANSWER, reason="no answer",
                     )
                 )  # fmt: skip
                 continue
@@ -103,11 +103,10 @@ def publish(
 ) -> PublishResult:
     """Publish ``rounds`` readouts of the whole fleet at QoS 1, at most ``rate`` frames per second."""
     import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
 
     url = parse_mqtt_url(mqtt_url)
-    client = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2, client_id=f"imd-sim-fleet-{fleet.seed}-{os.getpid()}"
-    )
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"imd-sim-fleet-{fleet.seed}-{os.getpid()}")
     if url.username:
         client.username_pw_set(url.username, url.password)
     if url.tls:
