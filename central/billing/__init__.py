@@ -26,11 +26,24 @@ Modules
 Remainder rule
     Every split of money (fördelning pool, fixed costs, fixed fees over tenant segments, VAT per
     total) and every split of a quantity by days uses ``money.allocate``: each part gets its exact
-    quota (computed as a Fraction) rounded toward zero to the öre (or reading resolution); the
-    remaining units go one each to the largest remainders, ties to the smallest key (apartment id,
-    then segment start). Σ parts == total, always. When Σ consumption of a fördelning pool is 0
-    the consumption part is split by the medium's fixed key (area by default) instead, and the
-    summary says so: the pool is always distributed.
+    quota (integer arithmetic on exactly scaled weights) rounded toward zero to the öre (or the
+    reading resolution); the remaining units go one each to the largest remainders, ties to the
+    smallest key (apartment id, then segment start). Σ parts == total, always. When Σ
+    consumption of a fördelning pool is 0 the consumption part is split by the medium's fixed key
+    (area by default) instead, and the summary says so: the pool is always distributed.
+
+Decisions worth knowing
+    A period spanning a price change is split *by the readings*: the register is aligned
+    (interpolated) to local midnight of the change date, one line per price. A move is split by
+    the first real reading taken on the move day, else by days (flagged "split by days"). A
+    debitering point without usable readings is held back (a held line, nothing charged); in a
+    fördelning it stops the run (``missing_readings``), because a pool cannot be split without
+    it. An open fault holds the line (``FaultPolicy.HOLD``; a fördelning still allocates it, so
+    the pool stays zero-sum) or bills it flagged as an estimate (``ESTIMATE``). Only estimates of
+    the consumption itself count toward ``estimated_share_limit`` (share of the metered area);
+    over it the run returns ``RunStopped`` with the would-be draft as ``preview`` until an
+    ``Approval`` is given. An apartment without a meter for a fördelning medium pays only the
+    fixed-key part.
 
 Rounding rule
     A debitering line is quantity × unit price rounded once to öre with the property's rule

@@ -746,7 +746,7 @@ def _apply_vat(lines: list[BillingLine], inp: BillingInput) -> list[BillingLine]
     if s.vat_rounding is VatRounding.TOTAL:
         groups: dict[tuple[str, str, bool], list[int]] = defaultdict(list)
         for i, line in enumerate(out):
-            if line.vat_rate:
+            if line.vat_rate and not line.held:  # a held line's VAT waits with it
                 groups[(line.object_number, line.tenant_ref or "", line.net < 0)].append(i)
         for idxs in groups.values():
             net = sum((out[i].net for i in idxs), ZERO)
@@ -786,7 +786,7 @@ def compute_run(
     cost_lines, cost_totals, cost_stops = _fixed_costs(inp, period, segs)
     lines.extend(cost_lines)
     stops.extend(cost_stops)
-    if stops:
+    if stops and not all(r.approvable for r in stops):
         return RunStopped(
             run_id, inp.settings.property_id, period.start, period.end, input_digest, tuple(stops)
         )
@@ -835,7 +835,7 @@ def compute_run(
         f"{a.code}:{a.medium or '*'} by {a.by} at {a.at.isoformat()}"
         for a in sorted(inp.approvals, key=lambda a: (a.code, str(a.medium), a.by))
     )
-    return BillingRun(
+    run = BillingRun(
         run_id=run_id,
         property_id=inp.settings.property_id,
         period_from=period.start,
@@ -847,6 +847,12 @@ def compute_run(
         audit=(AuditEntry(created_at, created_by, "computed", f"input sha256={input_digest}"),),
         approvals=approvals,
     )
+    if stops:
+        # Only approvable reasons are left: the figures go along so the approver sees what they approve.
+        return RunStopped(
+            run_id, inp.settings.property_id, period.start, period.end, input_digest, tuple(stops), run
+        )
+    return run
 
 
 __all__ += ["CostAnalysis"]

@@ -205,6 +205,7 @@ class RunStopped:
     period_to: date
     input_digest: str
     reasons: tuple[StopReason, ...]
+    preview: BillingRun | None = None  # the would-be draft, when every reason is approvable
 
     @property
     def needs_approval(self) -> bool:

@@ -302,6 +302,8 @@ def test_estimated_share_over_limit_stops_for_approval() -> None:
     assert reason.approvable
     assert stopped.needs_approval
     assert "58.33" in reason.detail
+    assert stopped.preview is not None  # the approver sees the figures they are asked to approve
+    assert sum(ln.net for ln in stopped.preview.lines) == D("1000.00")
     approved = make_input(**{**_fields(inp), "approvals": (
         Approval("estimated_share_over_limit", Medium.HEAT, "styrelsen", CREATED),)})
     run = run_of(approved)
@@ -336,6 +338,7 @@ def test_missing_reading_in_fordelning_stops_not_approvable() -> None:
     assert isinstance(stopped, RunStopped)
     assert [r.code for r in stopped.reasons] == ["missing_readings"]
     assert not stopped.needs_approval
+    assert stopped.preview is None
 
 
 def test_price_change_mid_period_splits_by_interpolated_reading() -> None:

@@ -20,6 +20,7 @@ from billing_builders import (
 
 from central.billing import compute_run
 from central.billing.model import (
+    BillingInput,
     FixedCost,
     FixedKey,
     Frequency,
@@ -28,20 +29,28 @@ from central.billing.model import (
     PriceModel,
     TenantPeriod,
 )
-from central.billing.runs import BillingRun, LineKind, RunStopped, approve, correction_lines, mark_exported
+from central.billing.runs import (
+    BillingLine,
+    BillingRun,
+    LineKind,
+    RunStopped,
+    approve,
+    correction_lines,
+    mark_exported,
+)
 from central.billing.serial import canonical_json, to_jsonable
 
 T1 = TenantPeriod("A001", "T1", date(2020, 1, 1))
 WHEN = datetime(2024, 4, 6, tzinfo=CREATED.tzinfo)
 
 
-def _run(inp, run_id, corrections=()):  # type: ignore[no-untyped-def]
+def _run(inp: BillingInput, run_id: str, corrections: tuple[BillingLine, ...] = ()) -> BillingRun:
     r = compute_run(inp, run_id, CREATED, "anna", corrections)
     assert isinstance(r, BillingRun), r
     return mark_exported(approve(r, "bo", WHEN), "bo", WHEN, "x")
 
 
-def _march(end: str):  # type: ignore[no-untyped-def]
+def _march(end: str) -> BillingInput:
     return make_input(apartments=(apartment("A001", "70"),),
                       meter_points=(simple_point("p1", "A001", "1000", end),),
                       media=(debitering(),), tenants=(T1,))

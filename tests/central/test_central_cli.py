@@ -8,12 +8,12 @@ import json
 from pathlib import Path
 
 import pytest
+from central_testdata import site_export
 from sqlalchemy import func, select
 
 from central.auth import authenticate
 from central.db import Database, sqlite_url
 from central.models import Meter
-from central_testdata import site_export
 from imd.cli import main
 
 
