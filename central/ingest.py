@@ -24,7 +24,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import delete, or_, select, update
 
 from central.db import Database
 from central.models import Collector, CommandRecord, Meter, RawFrame, Reading, RejectedMessage, utcnow
@@ -469,13 +469,12 @@ async def redecode(db: Database, *, collector: str | None = None, batch_size: in
                 await session.execute(
                     update(Meter)
                     .where(Meter.id == meter.id)
-                    .where(
-                        or_(
-                            Meter.last_reading_at.is_(None),
-                            and_(Meter.last_reading_at <= frame.received_at),
-                        )
+                    .where(or_(Meter.last_reading_at.is_(None), Meter.last_reading_at <= frame.received_at))
+                    .values(
+                        last_reading_at=frame.received_at,
+                        last_frame_at=frame.received_at,
+                        last_raw_frame_id=frame.id,
                     )
-                    .values(last_reading_at=frame.received_at, last_raw_frame_id=frame.id)
                 )
     return counts
 

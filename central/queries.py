@@ -32,7 +32,7 @@ HIDDEN_QUANTITIES = frozenset(
 )
 
 
-def scope_meters(query: Select[Any], who: Principal) -> Select[Any]:
+def scope_meters(query: Any, who: Principal) -> Any:
     """Restrict a query that already joins MeterPoint (outer) to what ``who`` may see."""
     if who.sees_all:
         return query

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import select
+import termios
 import time
 from collections.abc import Callable, Iterable
 from types import TracebackType
@@ -19,7 +20,7 @@ import serial
 
 from protocols.mbus.link import Garbage, LinkParser, SingleChar, snd_nke
 from protocols.mbus.master import Done, Listen, MeterReadout, ReadoutResult, Send, Timing
-from protocols.mbus.search import SecondarySearch
+from protocols.mbus.search import SearchResult, SecondarySearch
 
 log = logging.getLogger(__name__)
 
@@ -65,18 +66,30 @@ class SerialBus:
         if self._ser is not None:
             return
         try:
-            self._ser = self._factory(
-                self.port,
-                self.baud,
-                bytesize=serial.EIGHTBITS,
-                parity=serial.PARITY_EVEN,
-                stopbits=serial.STOPBITS_ONE,
-                timeout=0,
-                write_timeout=5,
-                exclusive=True,
-            )
+            self._ser = self._open(serial.PARITY_EVEN)
+        except termios.error as exc:
+            # A pseudo-terminal has no parity; some kernels reject PARENB on a pty once it was set
+            # and cleared before. Only there fall back to "none": a real UART always gets 8E1.
+            if not os.path.realpath(self.port).startswith("/dev/pts/"):
+                raise BusError(f"cannot configure {self.port}: {exc}") from exc
+            try:
+                self._ser = self._open(serial.PARITY_NONE)
+            except (serial.SerialException, OSError, ValueError, termios.error) as exc2:
+                raise BusError(f"cannot open {self.port}: {exc2}") from exc2
         except (serial.SerialException, OSError, ValueError) as exc:
             raise BusError(f"cannot open {self.port}: {exc}") from exc
+
+    def _open(self, parity: str) -> serial.Serial:
+        return self._factory(
+            self.port,
+            self.baud,
+            bytesize=serial.EIGHTBITS,
+            parity=parity,
+            stopbits=serial.STOPBITS_ONE,
+            timeout=0,
+            write_timeout=5,
+            exclusive=True,
+        )
 
     def close(self) -> None:
         if self._ser is not None:
@@ -195,7 +208,10 @@ class SerialBus:
         """Primary addresses that acknowledge SND_NKE (a garbled answer also means someone is there)."""
         return [a for a in addresses if self.ping(a, attempts) != "none"]
 
+    def secondary_search_result(self) -> SearchResult:
+        result: SearchResult = self.drive(SecondarySearch(timing=self.timing))
+        return result
+
     def secondary_search(self) -> list[str]:
-        search = SecondarySearch(timing=self.timing)
-        found: list[str] = self.drive(search)
-        return found
+        """Every meter's 16-hex secondary address, found by wildcard selection."""
+        return self.secondary_search_result().found

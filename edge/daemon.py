@@ -340,9 +340,6 @@ class Collector:
         except OSError:
             disk_free = None
         alarms = stats.alarms() + [f"bus {w.config.name}: {w.error}" for w in self.buses.values() if w.error]
-        extra: dict[str, Any] = {}
-        if "alarms" in CollectorStatus.model_fields:
-            extra["alarms"] = alarms
         return CollectorStatus(
             collector=self.config.collector_id,
             state=CollectorState.ONLINE,
@@ -354,7 +351,7 @@ class Collector:
             disk_free_bytes=disk_free,
             cpu_temp_c=cpu_temperature_c(),
             version=self.version,
-            **extra,
+            alarms=alarms,
         )
 
     async def publish_status(self) -> None:

@@ -14,6 +14,7 @@ database, logged as a warning and raised as a status alarm; nothing is dropped s
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -103,6 +104,8 @@ class Outbox:
         self.max_bytes = max_bytes
         self._depth = 0
         self._bytes = 0
+        # One connection, several tasks (poll, publisher, heartbeat): transactions must not interleave.
+        self._lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: Path | str, *, max_frames: int = 500_000, max_bytes: int = 256 << 20) -> Outbox:
@@ -153,7 +156,8 @@ class Outbox:
         return str(row[0]) if row else None
 
     async def set_meta(self, key: str, value: str) -> None:
-        await self._set_meta(key, value)  # autocommit: durable on return
+        async with self._lock:
+            await self._set_meta(key, value)  # autocommit: durable on return
 
     async def add(self, messages: Sequence[FrameMessage], *, billing: bool = True) -> list[FrameMessage]:
         """Assign sequence numbers, commit, and return the stored messages (with their sequence).
@@ -162,6 +166,10 @@ class Outbox:
         """
         if not messages:
             return []
+        async with self._lock:
+            return await self._add(messages, billing)
+
+    async def _add(self, messages: Sequence[FrameMessage], billing: bool) -> list[FrameMessage]:
         now = time.time()
         stored: list[FrameMessage] = []
         await self._db.execute("BEGIN IMMEDIATE")
@@ -254,6 +262,10 @@ class Outbox:
         seqs = [(s,) for s in sequences]
         if not seqs:
             return 0
+        async with self._lock:
+            return await self._delete(seqs)
+
+    async def _delete(self, seqs: list[tuple[int]]) -> int:
         removed = 0
         removed_bytes = 0
         await self._db.execute("BEGIN IMMEDIATE")

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import sqlite3
 import ssl
 import threading
 import time
@@ -336,9 +337,16 @@ class OutboxPublisher:
     async def run(self) -> None:
         while True:
             self._wake.clear()
-            while self._acks:
-                await self._handle_ack(self._acks.popleft())
-            await self._fill()
+            try:
+                while self._acks:
+                    await self._handle_ack(self._acks[0])
+                    self._acks.popleft()
+                await self._fill()
+            except (OSError, ValueError, sqlite3.Error) as exc:
+                # A disk hiccup must not end publishing for good: log, breathe, try again.
+                log.error("outbox publisher: %s; retrying in 1 s", exc)
+                await asyncio.sleep(1.0)
+                continue
             if not self._acks:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=5.0)

@@ -51,7 +51,9 @@ def decode_lines(
     import json
 
     from protocols.decode import decode_frame_json, decode_frame_json_line
+    from protocols.wmbus.compact import FormatCache
 
+    formats = FormatCache()  # compact wM-Bus frames decode after a full frame of their format
     write = out.write
     failed = 0
     not_hex = json.dumps({"ok": False, "link": None, "error": "input is not hex"})
@@ -63,10 +65,10 @@ def decode_lines(
             write(f"{not_hex}\n" if as_json else _table({"ok": False, "error": "input is not hex"}, text))
             continue
         if as_json:
-            ok, line = decode_frame_json_line(raw, keys)
+            ok, line = decode_frame_json_line(raw, keys, formats)
             write(f"{line}\n")
         else:
-            obj = decode_frame_json(raw, keys)
+            obj = decode_frame_json(raw, keys, formats)
             ok = obj["ok"]
             write(_table(obj, text))
         if not ok:

@@ -6,7 +6,7 @@ numeric values are ints when integral, else floats whose shortest repr is the ex
 for anything up to 15 significant digits (every BCD register; billing uses the exact ``Decimal``
 from :func:`protocols.mbus.decode_long_frame`, not this summary).
 
-Link detection is a table (:data:`LINK_DECODERS`): the wireless M-Bus stack adds its decoder there.
+Link detection is a table (:data:`LINK_DECODERS`): wired M-Bus and wireless M-Bus (``protocols.wmbus``).
 """
 
 from __future__ import annotations
@@ -14,11 +14,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from decimal import Decimal
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from protocols.errors import DecodeError, ProtocolError, UnsupportedError
+from protocols.errors import DecodeError, ProtocolError
 from protocols.mbus.application import Record, RecordValue, Telegram, decode_user_data
 from protocols.mbus.link import ControlFrame, LongFrame, ShortFrame, SingleChar, parse_frame
+
+if TYPE_CHECKING:
+    from protocols.wmbus.compact import FormatCache
 
 __all__ = [
     "LINK_DECODERS",
@@ -50,20 +53,37 @@ def _decode_wired(raw: bytes, keys: Keys | None) -> Telegram:
     raise DecodeError("not a data frame")  # pragma: no cover - Frame is a closed union
 
 
-def _decode_wireless_unsupported(raw: bytes, keys: Keys | None) -> Telegram:
-    raise UnsupportedError("wireless M-Bus not supported yet")
+def _decode_wireless(raw: bytes, keys: Keys | None, formats: FormatCache | None = None) -> Telegram:
+    # imported on first use: the wired path does not pay for loading the AES library
+    from protocols.wmbus.telegram import decode_wmbus_telegram
+
+    return decode_wmbus_telegram(raw, keys, formats)
 
 
-# link name -> decoder(raw, keys). Replace "wmbus" when the wireless stack lands.
+# link name -> decoder(raw, keys)
 LINK_DECODERS: dict[str, LinkDecoder] = {
     "mbus": _decode_wired,
-    "wmbus": _decode_wireless_unsupported,
+    "wmbus": _decode_wireless,
 }
 
 
 def detect_link(raw: bytes) -> str:
-    """Wired frames start with 68h, 10h or E5h; anything else is taken as a wireless telegram."""
-    return "mbus" if raw and raw[0] in _WIRED_STARTS else "wmbus"
+    """Wired frames start with 68h (68 L L 68), 10h (5 bytes) or E5h (1 byte); the rest is wireless.
+
+    A wM-Bus telegram is at least 11 bytes and may well start with 10h or 68h (its L field), so the
+    start byte alone decides only for short input; a long frame must also show its second 68h.
+    """
+    if not raw or raw[0] not in _WIRED_STARTS:
+        return "wmbus"
+    if len(raw) < 11 or (raw[0] == 0x68 and raw[3] == 0x68 and raw[1] == raw[2]):
+        return "mbus"
+    return "wmbus"
+
+
+def _decode(link: str, raw: bytes, keys: Keys | None, formats: FormatCache | None) -> Telegram:
+    if formats is not None and link == "wmbus":
+        return _decode_wireless(raw, keys, formats)
+    return LINK_DECODERS[link](raw, keys)
 
 
 def json_value(value: RecordValue) -> int | float | str | None:
@@ -107,14 +127,19 @@ def telegram_json(telegram: Telegram, link: str = "mbus") -> dict[str, Any]:
     }
 
 
-def decode_frame_json(raw: bytes, keys: Mapping[str, bytes] | None = None) -> dict[str, Any]:
-    """Decode one frame into the ``imd decode --json`` object; never raises for bad input bytes."""
+def decode_frame_json(
+    raw: bytes, keys: Mapping[str, bytes] | None = None, formats: FormatCache | None = None
+) -> dict[str, Any]:
+    """Decode one frame into the ``imd decode --json`` object; never raises for bad input bytes.
+
+    ``formats`` (wireless only) learns compact frame layouts from full frames across calls.
+    """
     raw = bytes(raw)
     if not raw:
         return {"ok": False, "link": None, "error": "empty frame"}
     link = detect_link(raw)
     try:
-        telegram = LINK_DECODERS[link](raw, keys)
+        telegram = _decode(link, raw, keys, formats)
     except ProtocolError as exc:
         return {"ok": False, "link": link, "error": str(exc)}
     return telegram_json(telegram, link)
@@ -177,14 +202,16 @@ def telegram_json_line(telegram: Telegram, link: str = "mbus") -> str:
     )
 
 
-def decode_frame_json_line(raw: bytes, keys: Mapping[str, bytes] | None = None) -> tuple[bool, str]:
+def decode_frame_json_line(
+    raw: bytes, keys: Mapping[str, bytes] | None = None, formats: FormatCache | None = None
+) -> tuple[bool, str]:
     """:func:`decode_frame_json` as ``(ok, JSON text)``; never raises for bad input bytes."""
     raw = bytes(raw)
     if not raw:
         return False, _dumps({"ok": False, "link": None, "error": "empty frame"})
     link = detect_link(raw)
     try:
-        telegram = LINK_DECODERS[link](raw, keys)
+        telegram = _decode(link, raw, keys, formats)
     except ProtocolError as exc:
         return False, _dumps({"ok": False, "link": link, "error": str(exc)}, ensure_ascii=False)
     return True, telegram_json_line(telegram, link)

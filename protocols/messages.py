@@ -137,6 +137,7 @@ class CollectorStatus(_Message):
     disk_free_bytes: int | None = None
     cpu_temp_c: float | None = None
     version: str | None = None
+    alarms: list[str] = Field(default_factory=list, description="e.g. outbox overflow, serial port gone")
 
 
 class CommandName(StrEnum):

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from central.api.deps import CentralState
+from central.api.faults import router as faults_router
 from central.api.routes import router as api_router
 from central.auth import ensure_demo_user
 from central.config import Settings
@@ -50,6 +51,9 @@ async def central_state(settings: Settings, *, start_ingest: bool = True) -> Asy
         finally:
             if state.ingest is not None:
                 await state.ingest.stop()
+            checks = state.extras.get("checks")
+            if checks is not None:
+                await checks.stop()
     finally:
         await db.close()
 
@@ -63,6 +67,8 @@ def _attach_checks(state: CentralState) -> None:
 
 
 def create_app(settings: Settings, *, start_ingest: bool = True) -> FastAPI:
+    """The app; its lifespan opens the database, secrets, ingest and checks."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with central_state(settings, start_ingest=start_ingest) as state:
@@ -76,6 +82,7 @@ def create_app(settings: Settings, *, start_ingest: bool = True) -> FastAPI:
         lifespan=lifespan,
     )
     app.include_router(api_router)
+    app.include_router(faults_router)
     from central.web.views import mount
 
     mount(app)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from decimal import Decimal
 from itertools import pairwise
@@ -75,6 +75,8 @@ MEDIUM_TEXT = {
     Medium.ELECTRICITY: "El",
     Medium.ROOM_TEMPERATURE: "Rumstemperatur",
 }
+
+
 def sv(value: Decimal) -> str:
     """A number as Swedish text prints it (decimal comma), for the line texts."""
     return fmt(value).replace(".", ",")
@@ -90,14 +92,15 @@ class Segment:
     tenant_ref: str | None  # None: vacant
     start: date
     end: date
+    key: tuple[str, str] = field(init=False, compare=False, repr=False)  # (apartment id, start)
+
+    def __post_init__(self) -> None:
+        # Looked up for every piece and weight of a run: computed once, not per access.
+        object.__setattr__(self, "key", (self.apartment.id, self.start.isoformat()))
 
     @property
     def days(self) -> int:
         return (self.end - self.start).days
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.apartment.id, self.start.isoformat())
 
 
 def segments_of(
@@ -136,14 +139,12 @@ class _Piece:
     split_days: tuple[int, int] | None  # (days here, days between the hard boundaries)
 
 
-def _pieces(
-    point: MeterPoint, cuts: list[date], price_cuts: set[date], inp: BillingInput
-) -> list[_Piece] | Missing:
-    s = inp.settings
+def _pieces(point: MeterPoint, cuts: list[date], price_cuts: set[date], run: _Run) -> list[_Piece] | Missing:
+    s = run.inp.settings
     instants: list[datetime | None] = []
     for i, day in enumerate(cuts):
         if i in (0, len(cuts) - 1) or day in price_cuts:
-            instants.append(boundary(day, s.timezone))
+            instants.append(run.boundary(day))
         else:
             instants.append(move_reading(point, day, s.timezone))
     hard = [i for i, t in enumerate(instants) if t is not None]
@@ -203,6 +204,9 @@ class _Flags:
     hold_reason: str | None
 
 
+_NO_FLAGS = _Flags("", False, False, None, None, False, None)
+
+
 def _flags(pieces: list[_Piece], inp: BillingInput) -> _Flags:
     source = "remote"
     method: str | None = None
@@ -233,6 +237,46 @@ def _flags(pieces: list[_Piece], inp: BillingInput) -> _Flags:
     return _Flags(source, reading_est or bool(split), reading_est, method, reason, held, hold_reason)
 
 
+class _Run:
+    """What every step of one run shares: the input, the run id and the precomputed settings."""
+
+    __slots__ = ("_boundaries", "inp", "rounding", "run_id", "vat_name", "vat_rate")
+
+    def __init__(self, inp: BillingInput, run_id: str) -> None:
+        s = inp.settings
+        self._boundaries: dict[date, datetime] = {}
+        self.inp = inp
+        self.run_id = run_id
+        self.rounding = s.rounding
+        self.vat_rate = s.vat_rate if s.vat_registered else ZERO
+        self.vat_name = f"vat{fmt((s.vat_rate * 100).normalize())}"
+
+    def boundary(self, day: date) -> datetime:
+        """Local midnight starting ``day`` (the same object for every meter: built once)."""
+        at = self._boundaries.get(day)
+        if at is None:
+            at = self._boundaries[day] = boundary(day, self.inp.settings.timezone)
+        return at
+
+    def vat(self, kind: LineKind, payer: Payer, taxable_cost: bool) -> tuple[str, Decimal]:
+        """(VAT class, rate) of a line (see the package note: who pays decides the supply)."""
+        if payer is Payer.PROPERTY:
+            return "outside", ZERO  # the owner's own cost: no supply, no VAT
+        if payer is Payer.RENT:
+            return "exempt", ZERO  # part of the rent, which is exempt
+        taxable = taxable_cost if kind is LineKind.FIXED_COST else True
+        if taxable and self.inp.settings.vat_registered:
+            return self.vat_name, self.vat_rate
+        return "exempt", ZERO
+
+
+def _reading_estimated(pieces: list[_Piece], inp: BillingInput) -> bool:
+    """``_flags(pieces, inp).reading_estimated``, without building the rest of the flags."""
+    if any(p.hard.estimated for p in pieces):
+        return True
+    return inp.settings.fault_policy is FaultPolicy.ESTIMATE and any(p.point.blocking_faults for p in pieces)
+
+
 def _payer(seg: Segment, medium: Medium | None) -> Payer:
     if seg.tenant_ref is None:
         return Payer.PROPERTY
@@ -242,7 +286,7 @@ def _payer(seg: Segment, medium: Medium | None) -> Payer:
 
 
 def _line(
-    inp: BillingInput,
+    run: _Run,
     *,
     kind: LineKind,
     charge: str,
@@ -260,30 +304,45 @@ def _line(
     start: date | None = None,
     end: date | None = None,
     payer: Payer | None = None,
+    taxable_cost: bool = False,
 ) -> BillingLine:
-    f = flags or _Flags("", False, False, None, None, False, None)
+    """The finished line (VAT per line, stable line id): built once, never copied on the hot path."""
+    f = flags or _NO_FLAGS
     apt = seg.apartment if seg is not None else None
     vacant = seg is not None and seg.tenant_ref is None
+    payer = payer or (_payer(seg, medium) if seg else Payer.PROPERTY)
+    period_from = start or (seg.start if seg else run.inp.period_from)
+    tenant_ref = seg.tenant_ref if seg else None
+    vat_class, rate = run.vat(kind, payer, taxable_cost)
+    line_id = make_line_id(
+        run.run_id,
+        str(kind),
+        charge,
+        apt.id if apt else "",
+        tenant_ref or "",
+        period_from.isoformat(),
+        point_id or "",
+    )
     return BillingLine(
-        line_id="",
-        run_id="",
+        line_id=line_id,
+        run_id=run.run_id,
         kind=kind,
         charge=charge,
         medium=medium,
         apartment_id=apt.id if apt else None,
         object_number=apt.object_number if apt else "",
         apartment_number=apt.number if apt else "",
-        tenant_ref=seg.tenant_ref if seg else None,
-        payer=payer or (_payer(seg, medium) if seg else Payer.PROPERTY),
-        period_from=start or (seg.start if seg else inp.period_from),
-        period_to=end or (seg.end if seg else inp.period_to),
+        tenant_ref=tenant_ref,
+        payer=payer,
+        period_from=period_from,
+        period_to=end or (seg.end if seg else run.inp.period_to),
         quantity=quantity,
         unit=unit,
         unit_price=unit_price,
         net=net,
-        vat_class="",
-        vat_rate=ZERO,
-        vat=ZERO,
+        vat_class=vat_class,
+        vat_rate=rate,
+        vat=to_ore(mul(net, rate), run.rounding),
         spans=spans,
         source=f.source,
         estimated=f.estimated,
@@ -345,8 +404,9 @@ def _main_quantity(points: list[MeterPoint], inp: BillingInput, period: BillingP
 
 
 def _medium(
-    cfg: MediumConfig, inp: BillingInput, period: BillingPeriod, segs: dict[str, list[Segment]]
+    cfg: MediumConfig, run: _Run, period: BillingPeriod, segs: dict[str, list[Segment]]
 ) -> _MediumResult:
+    inp = run.inp
     s = inp.settings
     points = sorted((p for p in inp.meter_points if p.medium == cfg.medium), key=lambda p: p.id)
     apt_points: dict[str, list[MeterPoint]] = defaultdict(list)
@@ -377,7 +437,7 @@ def _medium(
             continue
         cuts = sorted({period.start, period.end, *price_cuts, *(g.start for g in apt_segs)})
         for point in apt_points[apt_id]:
-            got = _pieces(point, cuts, price_cuts, inp)
+            got = _pieces(point, cuts, price_cuts, run)
             if isinstance(got, Missing):
                 missing[point.id] = got
                 continue
@@ -408,9 +468,7 @@ def _medium(
             continue
         all_area += apt.area_m2
         pieces = [p for g in segs[apt_id] for p in seg_pieces.get(g.key, [])]
-        if any(pt.id in missing for pt in apt_points[apt_id]) or (
-            pieces and _flags(pieces, inp).reading_estimated
-        ):
+        if any(pt.id in missing for pt in apt_points[apt_id]) or _reading_estimated(pieces, inp):
             est_area += apt.area_m2
     est_share = EXACT.divide(est_area, all_area).quantize(Decimal("0.0001")) if all_area else ZERO
     name = MEDIUM_TEXT[cfg.medium]
@@ -421,7 +479,7 @@ def _medium(
                 flags = _Flags("", False, False, None, None, True, miss.reason)
                 lines.append(
                     _line(
-                        inp,
+                        run,
                         kind=LineKind.CONSUMPTION,
                         charge=str(cfg.medium),
                         medium=cfg.medium,
@@ -456,7 +514,7 @@ def _medium(
                     arith = f"{whole} {cfg.unit} × {split[0]}/{split[1]} days = {fmt(qty)}; {arith}"
                 lines.append(
                     _line(
-                        inp,
+                        run,
                         kind=LineKind.CONSUMPTION,
                         charge=str(cfg.medium),
                         medium=cfg.medium,
@@ -486,7 +544,7 @@ def _medium(
                 parts = allocate(total, [(g.key, Decimal(g.days)) for g in apt_segs])
                 lines.extend(
                     _line(
-                        inp,
+                        run,
                         kind=LineKind.FIXED_FEE,
                         charge=f"fee.{cfg.medium}",
                         medium=cfg.medium,
@@ -512,7 +570,7 @@ def _medium(
             stops.append(StopReason("missing_cost", cfg.medium, "no supplier invoice for the period", False))
             return _MediumResult([], None, stops)
         cost = to_ore(analysis.pool, s.rounding)
-        lines.extend(_fordelning(cfg, inp, segs, metered, seg_pieces, cost, main_qty, diff_qty, stops, notes))
+        lines.extend(_fordelning(cfg, run, segs, metered, seg_pieces, cost, main_qty, diff_qty, stops, notes))
         if est_share > s.estimated_share_limit:
             code = "estimated_share_over_limit"
             detail = (
@@ -548,7 +606,7 @@ def _medium(
 
 def _fordelning(  # noqa: PLR0917 - one private step of _medium, sharing its working state
     cfg: MediumConfig,
-    inp: BillingInput,
+    run: _Run,
     segs: dict[str, list[Segment]],
     metered: list[Segment],
     seg_pieces: dict[tuple[str, str], list[_Piece]],
@@ -558,6 +616,7 @@ def _fordelning(  # noqa: PLR0917 - one private step of _medium, sharing its wor
     stops: list[StopReason],
     notes: list[str],
 ) -> list[BillingLine]:
+    inp = run.inp
     s = inp.settings
     name = MEDIUM_TEXT[cfg.medium]
     every = [g for apt_id in sorted(segs) for g in segs[apt_id]]
@@ -613,7 +672,7 @@ def _fordelning(  # noqa: PLR0917 - one private step of _medium, sharing its wor
     elif diff_cost and cfg.difference_rule is DifferenceRule.ASSOCIATION:
         lines.append(
             _line(
-                inp,
+                run,
                 kind=LineKind.COMMON,
                 charge=f"common.{cfg.medium}",
                 medium=cfg.medium,
@@ -648,7 +707,7 @@ def _fordelning(  # noqa: PLR0917 - one private step of _medium, sharing its wor
         flags = _flags(pieces, inp) if pieces else None
         lines.append(
             _line(
-                inp,
+                run,
                 kind=LineKind.CONSUMPTION,
                 charge=str(cfg.medium),
                 medium=cfg.medium,
@@ -667,8 +726,9 @@ def _fordelning(  # noqa: PLR0917 - one private step of _medium, sharing its wor
 
 
 def _fixed_costs(
-    inp: BillingInput, period: BillingPeriod, segs: dict[str, list[Segment]]
+    run: _Run, period: BillingPeriod, segs: dict[str, list[Segment]]
 ) -> tuple[list[BillingLine], list[tuple[str, Decimal]], list[StopReason]]:
+    inp = run.inp
     s = inp.settings
     every = [g for apt_id in sorted(segs) for g in segs[apt_id]]
     lines: list[BillingLine] = []
@@ -685,7 +745,7 @@ def _fixed_costs(
             full = EXACT.divide(mul(full, Decimal(days)), Decimal(period.days))
         total = to_ore(full, s.rounding)
         active = [
-            replace(g, start=max(g.start, lo), end=min(g.end, hi))
+            Segment(g.apartment, g.tenant_ref, max(g.start, lo), min(g.end, hi))
             for g in every
             if g.start < hi and g.end > lo
         ]
@@ -704,45 +764,32 @@ def _fixed_costs(
                 amount = parts.get(g.key, ZERO)
                 payer = Payer.PROPERTY if g.tenant_ref is None else Payer.TENANT
                 lines.append(
-                    replace(
-                        _line(
-                            inp,
-                            kind=LineKind.FIXED_COST,
-                            charge=f"cost.{cost.id}",
-                            medium=None,
-                            seg=g,
-                            quantity=None,
-                            unit="",
-                            unit_price=None,
-                            net=amount,
-                            text=cost.name,
-                            arithmetic=f"{fmt(cost.amount_per_month)} × {period.months} mån"
-                            + (f" × {days}/{period.days} days" if days != period.days else "")
-                            + f" = {fmt(total)}; {cost.key} × {g.days} days share = {fmt(amount)}",
-                            payer=payer,
-                        ),
-                        vat_class="taxable" if cost.taxable else "exempt",
+                    _line(
+                        run,
+                        kind=LineKind.FIXED_COST,
+                        charge=f"cost.{cost.id}",
+                        medium=None,
+                        seg=g,
+                        quantity=None,
+                        unit="",
+                        unit_price=None,
+                        net=amount,
+                        text=cost.name,
+                        arithmetic=f"{fmt(cost.amount_per_month)} × {period.months} mån"
+                        + (f" × {days}/{period.days} days" if days != period.days else "")
+                        + f" = {fmt(total)}; {cost.key} × {g.days} days share = {fmt(amount)}",
+                        payer=payer,
+                        taxable_cost=cost.taxable,
                     )
                 )
     return lines, totals, stops
 
 
-def _apply_vat(lines: list[BillingLine], inp: BillingInput) -> list[BillingLine]:
-    s = inp.settings
-    rate = s.vat_rate if s.vat_registered else ZERO
-    vat_class = f"vat{fmt((s.vat_rate * 100).normalize())}"
-    out: list[BillingLine] = []
-    for line in lines:
-        taxable = line.vat_class != "exempt" if line.kind is LineKind.FIXED_COST else True
-        if line.payer is Payer.PROPERTY:
-            cls, r = "outside", ZERO  # the owner's own cost: no supply, no VAT
-        elif line.payer is Payer.RENT:
-            cls, r = "exempt", ZERO  # part of the rent, which is exempt
-        elif taxable and s.vat_registered:
-            cls, r = vat_class, rate
-        else:
-            cls, r = "exempt", ZERO
-        out.append(replace(line, vat_class=cls, vat_rate=r, vat=to_ore(mul(line.net, r), s.rounding)))
+def _total_vat(lines: list[BillingLine], run: _Run) -> list[BillingLine]:
+    """``VatRounding.TOTAL``: the lines carry VAT per line (see ``_line``); re-split it per payer."""
+    s = run.inp.settings
+    rate = run.vat_rate
+    out = list(lines)
     if s.vat_rounding is VatRounding.TOTAL:
         groups: dict[tuple[str, str, bool], list[int]] = defaultdict(list)
         for i, line in enumerate(out):
@@ -768,6 +815,7 @@ def compute_run(
     """Compute a draft run; or a ``RunStopped`` saying what must be fixed or approved first."""
     period = BillingPeriod(inp.period_from, inp.period_to)
     input_digest = digest((inp, corrections))
+    run = _Run(inp, run_id)
     stays: dict[str, list[TenantPeriod]] = defaultdict(list)
     for stay in inp.tenants:
         stays[stay.apartment_id].append(stay)
@@ -778,31 +826,19 @@ def compute_run(
     stops: list[StopReason] = []
     summaries: list[MediumSummary] = []
     for cfg in sorted(inp.media, key=lambda c: str(c.medium)):
-        res = _medium(cfg, inp, period, segs)
+        res = _medium(cfg, run, period, segs)
         lines.extend(res.lines)
         stops.extend(res.stops)
         if res.summary is not None:
             summaries.append(res.summary)
-    cost_lines, cost_totals, cost_stops = _fixed_costs(inp, period, segs)
+    cost_lines, cost_totals, cost_stops = _fixed_costs(run, period, segs)
     lines.extend(cost_lines)
     stops.extend(cost_stops)
     if stops and not all(r.approvable for r in stops):
         return RunStopped(
             run_id, inp.settings.property_id, period.start, period.end, input_digest, tuple(stops)
         )
-    lines = _apply_vat(lines, inp)
-    final: list[BillingLine] = []
-    for line in lines:
-        line_id = make_line_id(
-            run_id,
-            str(line.kind),
-            line.charge,
-            line.apartment_id or "",
-            line.tenant_ref or "",
-            line.period_from.isoformat(),
-            line.point_id or "",
-        )
-        final.append(replace(line, line_id=line_id, run_id=run_id))
+    final = _total_vat(lines, run)
     final.extend(corrections)
     final.sort(
         key=lambda ln: (
@@ -835,7 +871,7 @@ def compute_run(
         f"{a.code}:{a.medium or '*'} by {a.by} at {a.at.isoformat()}"
         for a in sorted(inp.approvals, key=lambda a: (a.code, str(a.medium), a.by))
     )
-    run = BillingRun(
+    result = BillingRun(
         run_id=run_id,
         property_id=inp.settings.property_id,
         period_from=period.start,
@@ -850,9 +886,9 @@ def compute_run(
     if stops:
         # Only approvable reasons are left: the figures go along so the approver sees what they approve.
         return RunStopped(
-            run_id, inp.settings.property_id, period.start, period.end, input_digest, tuple(stops), run
+            run_id, inp.settings.property_id, period.start, period.end, input_digest, tuple(stops), result
         )
-    return run
+    return result
 
 
 __all__ += ["CostAnalysis"]

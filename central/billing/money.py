@@ -1,17 +1,15 @@
 """Exact money and quantity arithmetic: öre rounding and the largest-remainder split.
 
-Everything here is ``Decimal`` or ``Fraction`` (both exact for the values we feed them); no binary
+Everything here is ``Decimal`` or integers (exact for the values we feed them); no binary
 float ever touches an amount. The split is the heart of the *nollsummespel*: whatever the weights,
 the parts add up to the total to the öre.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Hashable, Sequence
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, ROUND_HALF_UP, ROUND_UP, Context, Decimal
 from enum import StrEnum
-from fractions import Fraction
 from typing import TypeVar
 
 ORE = Decimal("0.01")
@@ -70,13 +68,14 @@ def allocate(total: Decimal, weights: Sequence[tuple[K, Decimal]], step: Decimal
     units = int(units_dec)
     sign = -1 if units < 0 else 1
     units = abs(units)
-    exact = [Fraction(weight) for _, weight in weights]
-    if any(w < 0 for w in exact):
+    # Scale the weights to integers exactly (by 10^d, d the most decimals among them) so that quotas
+    # and remainders are integer divisions: quota_i = units * w_i / W, remainders compared as integers
+    # (a common scale factor changes neither the quotas nor the order of the remainders).
+    decs = [w if isinstance(w, Decimal) else Decimal(w) for _, w in weights]
+    if any(w < 0 for w in decs):
         raise ValueError("negative weight")
-    # Scale the weights to integers (exactly: by the lcm of their denominators) so that quotas and
-    # remainders are integer divisions: quota_i = units * w_i / W, remainder compared as an integer.
-    scale = math.lcm(*(w.denominator for w in exact))
-    ints = [w.numerator * (scale // w.denominator) for w in exact]
+    places = max(0, *(-w.as_tuple().exponent for w in decs))  # type: ignore[operator]
+    ints = [int(w.scaleb(places, context=EXACT)) for w in decs]
     weight_sum = sum(ints)
     if weight_sum == 0:
         raise ValueError("all weights are zero")

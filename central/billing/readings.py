@@ -14,9 +14,10 @@ A meter replaced inside the interval contributes old meter (start -> removal rea
 from __future__ import annotations
 
 from bisect import bisect_left
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
+from operator import itemgetter
 
 from .model import MeterInstallation, MeterPoint, Reading, ReadingSource
 from .money import EXACT, ZERO, quantize_step
@@ -58,14 +59,14 @@ class MeterSpan:
 class PointConsumption:
     point_id: str
     spans: tuple[MeterSpan, ...]
+    # Derived once (the engine asks for them per piece, line and flag):
+    quantity: Decimal = field(init=False, compare=False)
+    estimated: bool = field(init=False, compare=False)
 
-    @property
-    def quantity(self) -> Decimal:
-        return sum((s.quantity for s in self.spans), ZERO)
-
-    @property
-    def estimated(self) -> bool:
-        return any(v.estimated for s in self.spans for v in (s.start, s.end))
+    def __post_init__(self) -> None:
+        spans = self.spans
+        object.__setattr__(self, "quantity", sum((s.end.value - s.start.value for s in spans), ZERO))
+        object.__setattr__(self, "estimated", any(s.start.estimated or s.end.estimated for s in spans))
 
     @property
     def interpolated(self) -> bool:
@@ -90,66 +91,91 @@ class Missing:
     reason: str
 
 
-def _micros(a: datetime, b: datetime) -> int:
-    delta = b.astimezone(UTC) - a.astimezone(UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _span_micros(delta: timedelta) -> int:
+    return delta // _MICROSECOND  # exact: timedelta // timedelta is integer arithmetic
+
+
+_BY_TIME_ID = itemgetter(0, 1)
+
+
+class _Rows:
+    """A meter's usable readings, sorted, with their instants in UTC: computed once per meter and
+    interval, then every boundary of the interval is looked up in it (the run's hot path)."""
+
+    __slots__ = ("rows", "times")
+
+    def __init__(self, inst: MeterInstallation) -> None:
+        lo = inst.installed_at.astimezone(UTC)
+        hi = inst.removed_at.astimezone(UTC) if inst.removed_at is not None else None
+        keyed = []
+        for r in inst.readings:
+            t = r.at.astimezone(UTC)
+            if t >= lo and (hi is None or t <= hi):
+                keyed.append((t, r.id, r))
+        keyed.sort(key=_BY_TIME_ID)
+        self.rows = [k[2] for k in keyed]
+        self.times = [k[0] for k in keyed]
 
 
 def _usable(inst: MeterInstallation) -> list[Reading]:
-    lo = inst.installed_at
-    hi = inst.removed_at
-    rows = [r for r in inst.readings if r.at >= lo and (hi is None or r.at <= hi)]
-    rows.sort(key=lambda r: (r.at.astimezone(UTC), r.id))
-    return rows
+    return _Rows(inst).rows
 
 
-def _line(r0: Reading, r1: Reading, at: datetime, step: Decimal) -> Decimal:
-    span = _micros(r0.at, r1.at)
-    part = _micros(r0.at, at)
+def _line(usable: _Rows, a: int, b: int, t: datetime, step: Decimal) -> Decimal:
+    """The straight line through readings ``a`` and ``b`` of ``usable`` at ``t``."""
+    r0, r1, t0 = usable.rows[a], usable.rows[b], usable.times[a]
+    span = _span_micros(usable.times[b] - t0)
+    part = _span_micros(t - t0)
     rise = EXACT.subtract(r1.value, r0.value)
     value = EXACT.add(r0.value, EXACT.divide(EXACT.multiply(rise, Decimal(part)), Decimal(span)))
     return value.quantize(step, rounding=ROUND_HALF_EVEN, context=EXACT)
 
 
-def _derived(rows: tuple[Reading, ...], at: datetime, value: Decimal, kind: str) -> AlignedValue:
-    est = [r for r in rows if r.source is ReadingSource.ESTIMATED]
-    estimated = kind == "extrapolated" or bool(est)
-    method = kind if not est else f"{kind} from estimated reading ({est[0].method or 'unspecified'})"
-    reason = est[0].reason if est else None
-    return AlignedValue(at, value, kind, estimated, method, reason, tuple(r.id for r in rows))
+def _derived(r0: Reading, r1: Reading, at: datetime, value: Decimal, kind: str) -> AlignedValue:
+    est = r0 if r0.source is ReadingSource.ESTIMATED else r1 if r1.source is ReadingSource.ESTIMATED else None
+    if est is None:
+        return AlignedValue(at, value, kind, kind == "extrapolated", kind, None, (r0.id, r1.id))
+    method = f"{kind} from estimated reading ({est.method or 'unspecified'})"
+    return AlignedValue(at, value, kind, True, method, est.reason, (r0.id, r1.id))
 
 
 def value_at(
     inst: MeterInstallation, at: datetime, decimals: int = 3, max_extrapolation_days: int = 7
 ) -> AlignedValue | None:
     """The meter's register at ``at`` (see the module's alignment rule); None when it cannot be known."""
-    rows = _usable(inst)
+    return _value_at(_Rows(inst), at, at.astimezone(UTC), quantize_step(decimals), max_extrapolation_days)
+
+
+def _value_at(
+    usable: _Rows, at: datetime, t: datetime, step: Decimal, max_extrapolation_days: int
+) -> AlignedValue | None:
+    rows, times = usable.rows, usable.times
     if not rows:
         return None
-    step = quantize_step(decimals)
-    times = [r.at.astimezone(UTC) for r in rows]
-    t = at.astimezone(UTC)
     i = bisect_left(times, t)
-    if i < len(rows) and times[i] == t:
+    n = len(rows)
+    if i < n and times[i] == t:
         r = rows[i]
         return AlignedValue(
             at, r.value, str(r.source), r.source is ReadingSource.ESTIMATED, r.method, r.reason, (r.id,)
         )
-    if 0 < i < len(rows):
-        r0, r1 = rows[i - 1], rows[i]
-        return _derived((r0, r1), at, _line(r0, r1, at, step), "interpolated")
+    if 0 < i < n:
+        return _derived(rows[i - 1], rows[i], at, _line(usable, i - 1, i, t, step), "interpolated")
     limit = timedelta(days=max_extrapolation_days)
-    if len(rows) < 2:
+    if n < 2:
         return None
-    if i == len(rows):
-        r0, r1 = rows[-2], rows[-1]
+    if i == n:
+        a, b = n - 2, n - 1
         if t - times[-1] > limit:
             return None
     else:
-        r0, r1 = rows[0], rows[1]
+        a, b = 0, 1
         if times[0] - t > limit:
             return None
-    return _derived((r0, r1), at, _line(r0, r1, at, step), "extrapolated")
+    return _derived(rows[a], rows[b], at, _line(usable, a, b, t, step), "extrapolated")
 
 
 def consumption(
@@ -157,23 +183,34 @@ def consumption(
 ) -> PointConsumption | Missing:
     """Σ over the meters installed on ``point`` during ``[start, end)`` of end value - start value."""
     spans: list[MeterSpan] = []
-    installs = sorted(point.installations, key=lambda m: (m.installed_at.astimezone(UTC), m.meter_id))
+    start_u, end_u = start.astimezone(UTC), end.astimezone(UTC)
+    step = quantize_step(decimals)
+    installs = point.installations
+    if len(installs) > 1:
+        installs = tuple(sorted(installs, key=lambda m: (m.installed_at.astimezone(UTC), m.meter_id)))
+    covered = 0
     for inst in installs:
-        lo = max(start, inst.installed_at, key=lambda d: d.astimezone(UTC))
-        hi = end if inst.removed_at is None else min(end, inst.removed_at, key=lambda d: d.astimezone(UTC))
-        if _micros(lo, hi) <= 0:
+        inst_u = inst.installed_at.astimezone(UTC)
+        lo, lo_u = (start, start_u) if start_u >= inst_u else (inst.installed_at, inst_u)
+        hi, hi_u = end, end_u
+        if inst.removed_at is not None:
+            removed_u = inst.removed_at.astimezone(UTC)
+            if removed_u < end_u:
+                hi, hi_u = inst.removed_at, removed_u
+        if hi_u <= lo_u:
             continue
-        v0 = value_at(inst, lo, decimals, max_extrapolation_days)
-        v1 = value_at(inst, hi, decimals, max_extrapolation_days)
+        usable = _Rows(inst)
+        v0 = _value_at(usable, lo, lo_u, step, max_extrapolation_days)
+        v1 = _value_at(usable, hi, hi_u, step, max_extrapolation_days)
         if v0 is None or v1 is None:
             return Missing(point.id, lo if v0 is None else hi, f"no usable reading on meter {inst.meter_id}")
         if v1.value < v0.value:
             return Missing(point.id, hi, f"register of meter {inst.meter_id} went backwards")
         spans.append(MeterSpan(inst.meter_id, v0, v1))
+        covered += _span_micros(hi_u - lo_u)
     if not spans:
         return Missing(point.id, start, "no meter installed in the interval")
-    covered = sum(_micros(s.start.at, s.end.at) for s in spans)
-    if covered < _micros(start, end):
+    if covered < _span_micros(end_u - start_u):
         return Missing(point.id, start, "no meter installed for part of the interval")
     return PointConsumption(point.id, tuple(spans))
 

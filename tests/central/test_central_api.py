@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from central.api.app import create_app
 from central.auth import create_user
+from central.checks import run_meter_checks
 from central.config import Settings
 from central.site_import import import_site
 from protocols.messages import FrameBatch, FrameMessage, encode, frames_topic
@@ -52,6 +53,8 @@ async def app(
                 ],
             )
             await state.processor.handle(frames_topic("api-c1"), encode(batch))
+            # Frames from 2025 and no frame since: every meter has a communication gap.
+            await run_meter_checks(state.db, rules=["communication_gap"])
             yield application
 
 
@@ -160,3 +163,41 @@ async def test_dashboard_requires_login_and_shows_meters(client: httpx.AsyncClie
     assert "06855817" in page.text
     assert "37351000 Wh" in page.text
     assert "api-c1" in page.text
+
+
+async def test_faults_are_scoped_and_only_staff_may_act(client: httpx.AsyncClient) -> None:
+    admin = await login(client, "demo", "demo")
+    board = await login(client, "board-a", "secret-a")
+    everything = (await client.get("/api/faults?rule=communication_gap", headers=admin)).json()
+    assert {f["meter"] for f in everything} >= {"06855817", "00802657"}
+    mine = (await client.get("/api/faults?rule=communication_gap", headers=board)).json()
+    assert len(mine) == 4
+    assert "00802657" not in {f["meter"] for f in mine}
+    other = next(f for f in everything if f["meter"] == "00802657")
+    assert (await client.get(f"/api/faults/{other['id']}", headers=board)).status_code == 404
+    target = mine[0]["id"]
+    assert (await client.post(f"/api/faults/{target}/acknowledge", headers=board)).status_code == 403
+    assert (await client.get("/api/faults?state=weird", headers=admin)).status_code == 422
+    rules = {r["name"] for r in (await client.get("/api/checks", headers=board)).json()}
+    assert {"communication_gap", "continuous_flow"} <= rules
+
+
+async def test_fault_workflow_over_the_api(client: httpx.AsyncClient) -> None:
+    admin = await login(client, "demo", "demo")
+    fault = (await client.get("/api/faults?meter=00182007&rule=communication_gap", headers=admin)).json()[0]
+    url = f"/api/faults/{fault['id']}"
+    acked = await client.post(f"{url}/acknowledge", headers=admin, json={"text": "looking"})
+    assert acked.status_code == 200
+    assert acked.json()["state"] == "acknowledged"
+    again = await client.post(f"{url}/acknowledge", headers=admin)
+    assert again.status_code == 409
+    assert "cannot" in again.json()["detail"]
+    assert (await client.post(f"{url}/explode", headers=admin)).status_code == 404
+    commented = await client.post(f"{url}/comments", headers=admin, json={"text": "technician booked"})
+    assert commented.json()["history"][-1]["text"] == "technician booked"
+    assigned = await client.put(f"{url}/assignee", headers=admin, json={"assignee": "tekniker-1"})
+    assert assigned.json()["assignee"] == "tekniker-1"
+    resolved = await client.post(f"{url}/resolve", headers=admin, json={"text": "meter replaced"})
+    kinds = [h["kind"] for h in resolved.json()["history"]]
+    assert kinds[:1] == ["opened"]
+    assert kinds[-4:] == ["acknowledged", "comment", "assigned", "resolved"]

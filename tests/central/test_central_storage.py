@@ -9,7 +9,7 @@ from central_testdata import CORPUS_METERS, corpus_frame, site_export
 from sqlalchemy import func, select, text
 
 from central.db import Database
-from central.ingest import IngestProcessor
+from central.ingest import IngestProcessor, redecode
 from central.keys import MeterKeyBox
 from central.models import (
     Apartment,
@@ -22,6 +22,7 @@ from central.models import (
     RejectedMessage,
 )
 from central.site_import import import_site
+from protocols.errors import UnsupportedError
 from protocols.messages import FrameBatch, FrameMessage, FrameStatus, encode, frames_topic
 
 T0 = datetime(2025, 1, 15, 6, 0, tzinfo=UTC)
@@ -174,3 +175,31 @@ async def test_late_frame_does_not_move_latest_backwards(db: Database, keybox: M
     assert meter.last_reading_at == T0 + timedelta(days=1, seconds=5)
     assert n > 0
     assert n % 2 == 0  # both frames' readings are kept (different timestamps)
+
+
+async def test_redecode_rebuilds_readings_from_raw_frames(db: Database, keybox: MeterKeyBox) -> None:
+    await import_site(db, site_export(), keybox)
+
+    def broken_decoder(raw: bytes) -> object:
+        raise UnsupportedError("decoder too old for this meter")
+
+    old = IngestProcessor(db, decoder=broken_decoder)
+    await old.handle(
+        frames_topic("store-c5"), encode(batch("store-c5", [(1, corpus_frame("kamstrup_multical_601"))]))
+    )
+    async with db.sessions() as session:
+        frame = (await session.execute(select(RawFrame))).scalar_one()
+    assert frame.status == "failed"
+    assert frame.reason == "UnsupportedError: decoder too old for this meter"
+    assert await count(db, Reading) == 0
+
+    counts = await redecode(db)
+    assert counts == {"frames": 1, "ok": 1, "failed": 0, "readings": 25}
+    assert await redecode(db) == counts  # repeatable: replaces, never doubles
+    assert await count(db, Reading) == 25
+    async with db.sessions() as session:
+        frame = (await session.execute(select(RawFrame))).scalar_one()
+        meter = (await session.execute(select(Meter).where(Meter.serial == "06855817"))).scalar_one()
+    assert frame.status == "ok"
+    assert frame.reason is None
+    assert meter.last_reading_at == frame.received_at

@@ -1,0 +1,408 @@
+"""Meter-function checks: a registry of small, documented rules that turn readings into faults.
+
+Each rule (``central.checks.rules``) has a name, a description, a default severity, parameters and
+an ``evaluate`` coroutine that returns a :class:`Finding` (with the evidence it found) or ``None``
+when the condition is clear. The runner raises or counts the fault for a finding and resolves it
+when the condition has cleared. Checks run for the meters of each ingested batch (shortly after the
+commit, never delaying the broker acknowledgement) and in a periodic sweep over everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, Literal
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from central.db import Database
+from central.faults import clear_fault, raise_fault
+from central.models import Apartment, Collector, Meter, MeterPoint, RawFrame, Reading, utcnow
+
+log = logging.getLogger(__name__)
+
+# The billing register of each medium and its canonical unit.
+MAIN_REGISTER: dict[str, tuple[str, str]] = {
+    "heat": ("energy", "Wh"),
+    "cooling": ("energy", "Wh"),
+    "electricity": ("energy", "Wh"),
+    "hot_water": ("volume", "m3"),
+    "cold_water": ("volume", "m3"),
+    "gas": ("volume", "m3"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    message: str
+    evidence: dict[str, Any]
+    severity: str | None = None  # None: the rule's default
+
+
+@dataclass(slots=True)
+class MeterContext:
+    """What a meter rule may look at; queries are made on demand and cached."""
+
+    session: AsyncSession
+    meter: Meter
+    apartment: Apartment | None
+    now: datetime
+    _cache: dict[Any, Any] = field(default_factory=dict)
+
+    async def series(
+        self,
+        quantity: str,
+        unit: str | None,
+        since: datetime,
+        *,
+        function: str = "instantaneous",
+        limit: int = 5000,
+    ) -> list[tuple[datetime, Decimal, int | None]]:
+        """(read_at, value, raw frame id) of one current register (storage/tariff/subunit 0), oldest first."""
+        key = ("series", quantity, unit, since, function)
+        if key in self._cache:
+            return self._cache[key]  # type: ignore[no-any-return]
+        query = select(Reading.register, Reading.read_at, Reading.value, Reading.raw_frame_id).where(
+            Reading.meter_id == self.meter.id,
+            Reading.quantity == quantity,
+            Reading.function == function,
+            Reading.storage == 0,
+            Reading.tariff == 0,
+            Reading.subunit == 0,
+            Reading.read_at >= since,
+        )
+        if unit is not None:
+            query = query.where(Reading.unit == unit)
+        rows = (await self.session.execute(query.order_by(Reading.read_at.desc()).limit(limit))).all()
+        # Several registers can match (e.g. a pulse input beside the main volume): take the one with
+        # the shortest DIF/VIF, which is the plain register.
+        registers = sorted({r[0] for r in rows}, key=lambda reg: (len(reg), reg))
+        chosen = registers[0] if registers else None
+        series = [(r[1], r[2], r[3]) for r in reversed(rows) if r[0] == chosen]
+        self._cache[key] = series
+        return series
+
+    async def main_series(self, since: datetime) -> list[tuple[datetime, Decimal, int | None]]:
+        main = MAIN_REGISTER.get(self.meter.medium)
+        if main is None:
+            return []
+        return await self.series(main[0], main[1], since)
+
+    async def latest_values(self) -> dict[str, Decimal]:
+        """quantity -> value of the current registers in the meter's latest frame."""
+        if "latest" not in self._cache:
+            values: dict[str, Decimal] = {}
+            if self.meter.last_raw_frame_id is not None:
+                rows = await self.session.execute(
+                    select(Reading)
+                    .where(Reading.raw_frame_id == self.meter.last_raw_frame_id)
+                    .where(Reading.storage == 0, Reading.tariff == 0, Reading.subunit == 0)
+                    .where(Reading.function == "instantaneous")
+                    .order_by(Reading.id)
+                )
+                for r in rows.scalars():
+                    values.setdefault(r.quantity, r.value)
+            self._cache["latest"] = values
+        return self._cache["latest"]  # type: ignore[no-any-return]
+
+    async def latest_telegram(self) -> Any:
+        """The meter's latest frame decoded again (dates and flags are not stored as readings)."""
+        if "telegram" not in self._cache:
+            telegram = None
+            if self.meter.last_raw_frame_id is not None:
+                frame = await self.session.get(RawFrame, self.meter.last_raw_frame_id)
+                if frame is not None and frame.link == "mbus":
+                    try:
+                        from protocols.mbus.application import decode_long_frame
+
+                        telegram = decode_long_frame(frame.raw)
+                    except Exception:
+                        telegram = None
+            self._cache["telegram"] = (telegram, self.meter.last_frame_at)
+        return self._cache["telegram"][0]
+
+    async def frames_since(self, since: datetime) -> list[RawFrame]:
+        """Frames of this meter, also failed ones matched by its bus and primary address."""
+        matches = [RawFrame.meter_id == self.meter.id]
+        if self.meter.bus and self.meter.primary_address is not None:
+            matches.append(
+                (RawFrame.meter_id.is_(None))
+                & (RawFrame.port == self.meter.bus)
+                & (RawFrame.address == str(self.meter.primary_address))
+            )
+        from sqlalchemy import or_
+
+        rows = await self.session.execute(
+            select(RawFrame)
+            .where(or_(*matches))
+            .where(RawFrame.received_at >= since)
+            .order_by(RawFrame.received_at)
+        )
+        return list(rows.scalars())
+
+
+@dataclass(slots=True)
+class CollectorContext:
+    session: AsyncSession
+    collector: Collector
+    now: datetime
+
+
+MeterEvaluate = Callable[[MeterContext, Mapping[str, Any]], Awaitable[Finding | None]]
+CollectorEvaluate = Callable[[CollectorContext, Mapping[str, Any]], Awaitable[Finding | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    name: str
+    description: str
+    severity: str
+    scope: Literal["meter", "collector"]
+    params: Mapping[str, Any]
+    evaluate: Any  # MeterEvaluate or CollectorEvaluate by scope
+    blocks_billing: bool = False
+    media: frozenset[str] | None = None  # None: every medium
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "severity": self.severity,
+            "scope": self.scope,
+            "params": dict(self.params),
+            "blocks_billing": self.blocks_billing,
+            "media": sorted(self.media) if self.media else None,
+        }
+
+
+REGISTRY: dict[str, Rule] = {}
+
+
+def rule(
+    name: str,
+    *,
+    severity: str,
+    scope: Literal["meter", "collector"] = "meter",
+    params: Mapping[str, Any] | None = None,
+    blocks_billing: bool = False,
+    media: Iterable[str] | None = None,
+) -> Callable[[Any], Any]:
+    """Register a rule; its docstring is its description."""
+
+    def register(fn: Any) -> Any:
+        REGISTRY[name] = Rule(
+            name=name,
+            description=" ".join((fn.__doc__ or "").split()),
+            severity=severity,
+            scope=scope,
+            params=dict(params or {}),
+            evaluate=fn,
+            blocks_billing=blocks_billing,
+            media=frozenset(media) if media else None,
+        )
+        return fn
+
+    return register
+
+
+@dataclass(slots=True)
+class CheckReport:
+    meters: int = 0
+    collectors: int = 0
+    opened: int = 0
+    repeated: int = 0
+    resolved: int = 0
+    errors: int = 0
+
+
+async def _apply(
+    session: AsyncSession,
+    r: Rule,
+    finding: Finding | None,
+    report: CheckReport,
+    now: datetime,
+    *,
+    meter_id: int | None = None,
+    collector_id: str | None = None,
+) -> None:
+    if finding is None:
+        if await clear_fault(session, r.name, at=now, meter_id=meter_id, collector_id=collector_id):
+            report.resolved += 1
+        return
+    _fault, new = await raise_fault(
+        session,
+        r.name,
+        at=now,
+        severity=finding.severity or r.severity,
+        message=finding.message,
+        evidence=finding.evidence,
+        meter_id=meter_id,
+        collector_id=collector_id,
+        blocks_billing=r.blocks_billing,
+    )
+    if new:
+        report.opened += 1
+    else:
+        report.repeated += 1
+
+
+def _selected(names: Iterable[str] | None, scope: str) -> list[Rule]:
+    rules = [REGISTRY[n] for n in names] if names is not None else list(REGISTRY.values())
+    return [r for r in rules if r.scope == scope]
+
+
+async def run_meter_checks(
+    db: Database,
+    meter_ids: Iterable[int] | None = None,
+    *,
+    now: datetime | None = None,
+    rules: Iterable[str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    chunk: int = 100,
+) -> CheckReport:
+    """Evaluate the meter rules for the given meters (all installed meters when None)."""
+    from central.checks import rules as _builtin  # noqa: F401 - registers the rules
+
+    now = now or utcnow()
+    report = CheckReport()
+    selected = _selected(rules, "meter")
+    async with db.sessions() as session:
+        query = select(Meter.id).where(Meter.removed_at.is_(None)).order_by(Meter.id)
+        if meter_ids is not None:
+            query = query.where(Meter.id.in_(list(meter_ids)))
+        ids = list((await session.execute(query)).scalars())
+    for start in range(0, len(ids), chunk):
+        async with db.sessions.begin() as session:
+            rows = await session.execute(
+                select(Meter, Apartment)
+                .outerjoin(MeterPoint, Meter.meter_point_id == MeterPoint.id)
+                .outerjoin(Apartment, MeterPoint.apartment_id == Apartment.id)
+                .where(Meter.id.in_(ids[start : start + chunk]))
+            )
+            for meter, apartment in rows.all():
+                report.meters += 1
+                ctx = MeterContext(session, meter, apartment, now)
+                for r in selected:
+                    if r.media is not None and meter.medium not in r.media:
+                        continue
+                    params = {**r.params, **((overrides or {}).get(r.name, {}))}
+                    try:
+                        finding = await r.evaluate(ctx, params)
+                    except Exception:
+                        report.errors += 1
+                        log.exception("check %s failed for meter %s", r.name, meter.serial)
+                        continue
+                    await _apply(session, r, finding, report, now, meter_id=meter.id)
+    return report
+
+
+async def run_collector_checks(
+    db: Database,
+    *,
+    now: datetime | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> CheckReport:
+    from central.checks import rules as _builtin  # noqa: F401
+
+    now = now or utcnow()
+    report = CheckReport()
+    async with db.sessions.begin() as session:
+        for collector in (await session.execute(select(Collector).order_by(Collector.id))).scalars():
+            report.collectors += 1
+            ctx = CollectorContext(session, collector, now)
+            for r in _selected(None, "collector"):
+                params = {**r.params, **((overrides or {}).get(r.name, {}))}
+                await _apply(
+                    session, r, await r.evaluate(ctx, params), report, now, collector_id=collector.id
+                )
+    return report
+
+
+class CheckScheduler:
+    """Runs the checks for freshly ingested meters (debounced) and a periodic sweep over everything."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        sweep_interval_s: float = 3600.0,
+        overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
+        self.db = db
+        self.sweep_interval_s = sweep_interval_s
+        self.overrides = overrides
+        self._pending: set[int] = set()
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.last_report: CheckReport | None = None
+        self.last_sweep: CheckReport | None = None
+
+    async def note_batch(self, result: Any) -> None:
+        if result.meter_ids:
+            self._pending.update(result.meter_ids)
+            self._wake.set()
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._after_ingest(), name="checks-after-ingest"),
+            asyncio.create_task(self._sweeps(), name="checks-sweep"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    async def _after_ingest(self) -> None:
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(1.0)  # let a burst of batches gather
+            self._wake.clear()
+            ids, self._pending = self._pending, set()
+            try:
+                self.last_report = await run_meter_checks(self.db, ids, overrides=self.overrides)
+            except Exception:
+                log.exception("checks after ingest failed")
+
+    async def _sweeps(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_interval_s)
+            try:
+                report = await run_meter_checks(self.db, overrides=self.overrides)
+                collectors = await run_collector_checks(self.db, overrides=self.overrides)
+                report.collectors = collectors.collectors
+                report.opened += collectors.opened
+                report.resolved += collectors.resolved
+                self.last_sweep = report
+            except Exception:
+                log.exception("periodic checks failed")
+
+
+def attach(state: Any) -> None:
+    """Wire the checks into a running central (called from the app's lifespan)."""
+    interval = 60.0 if state.settings.demo else 3600.0
+    overrides = DEMO_OVERRIDES if state.settings.demo else None
+    scheduler = CheckScheduler(state.db, sweep_interval_s=interval, overrides=overrides)
+    state.processor.after_batch.append(scheduler.note_batch)
+    state.extras["checks"] = scheduler
+    scheduler.start()
+
+
+# Demo mode polls every minute and runs the simulator faster than real time: gaps are minutes.
+DEMO_OVERRIDES: dict[str, dict[str, Any]] = {
+    "communication_gap": {"hours": 0.1},
+    "collector_offline": {"hours": 0.1},
+}
+
+
+def _ago(now: datetime, **kwargs: float) -> datetime:
+    return now - timedelta(**kwargs)

@@ -1,0 +1,305 @@
+"""The built-in rules. Each docstring is the rule's description shown by the API (/api/checks).
+
+Modelled on utilities' VEE practice (validation, estimation, editing): communication, device
+self-diagnosis, register plausibility (backwards, stuck, spike), flow patterns (leak), heat-meter
+sanity, clock, and failed/undecryptable frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from decimal import Decimal
+from itertools import pairwise
+from typing import Any
+
+from central.checks import CollectorContext, Finding, MeterContext, rule
+
+WATER = ("hot_water", "cold_water")
+
+# EN 13757-3 status byte: bits 0-1 application state, bit 2 power low, bit 3 permanent error,
+# bit 4 temporary error (bits 5-7 are manufacturer specific and not judged here).
+APPLICATION_STATE = {
+    1: ("application busy", "info"),
+    2: ("application error", "warning"),
+    3: ("abnormal condition / alarm", "warning"),
+}
+STATUS_BITS = {
+    0x04: ("power low (battery)", "warning"),
+    0x08: ("permanent error", "critical"),
+    0x10: ("temporary error", "warning"),
+}
+SEVERITY_ORDER = {"info": 0, "warning": 1, "critical": 2}
+
+
+def _hours(delta: timedelta) -> float:
+    return delta.total_seconds() / 3600
+
+
+@rule(
+    "communication_gap",
+    severity="warning",
+    params={"hours": 48.0, "hours_by_medium": {}},
+)
+async def communication_gap(ctx: MeterContext, p: Mapping[str, Any]) -> Finding | None:
+    """No frame from the meter for longer than `hours` (per medium in `hours_by_medium`); a meter that
+    never answered counts from its installation."""
+    limit = float(p["hours_by_medium"].get(ctx.meter.medium, p["hours"]))
+    last = ctx.meter.last_frame_at or ctx.meter.installed_at
+    if last is None or ctx.now - last <= timedelta(hours=limit):
+        return None
+    return Finding(
+        f"no frame for {_hours(ctx.now - last):.1f} h (limit {limit:g} h)",
+        {
+            "last_frame_at": ctx.meter.last_frame_at,
+            "installed_at": ctx.meter.installed_at,
+            "limit_hours": limit,
+        },
+    )
+
+
+@rule("device_status", severity="warning")
+async def device_status(ctx: MeterContext, p: Mapping[str, Any]) -> Finding | None:
+    """Error bits in the latest telegram: status byte (application error, power low, permanent or
+    temporary error) and a non-zero error-flags record."""
+    problems: list[str] = []
+    severity = "info"
+    status = ctx.meter.last_status or 0
+    state = APPLICATION_STATE.get(status & 0x03)
+    found = [state] if state else []
+    found += [desc for bit, desc in STATUS_BITS.items() if status & bit]
+    flags = (await ctx.latest_values()).get("error_flags")
+    if flags:
+        found.append((f"error flags 0x{int(flags):X}", "warning"))
+    for text, sev in found:
+        problems.append(text)
+        severity = max(severity, sev, key=SEVERITY_ORDER.__getitem__)
+    if not problems:
+        return None
+    return Finding(
+        "; ".join(problems),
+        {"status_byte": status, "error_flags": flags, "raw_frame_id": ctx.meter.last_raw_frame_id},
+        severity,
+    )
+
+
+@rule("register_backwards", severity="warning", params={"days": 7, "rollover_fraction": 0.9})
+async def register_backwards(ctx: MeterContext, p: Mapping[str, Any]) -> Finding | None:
+    """The billing register (energy or volume) went down between two readings. A drop from near the
+    register's maximum to near zero is reported as a rollover (info), anything else as a fault."""
+    series = await ctx.main_series(ctx.now - timedelta(days=p["days"]))
+    for (t0, v0, f0), (t1, v1, f1) in pairwise(series):
+        if v1 >= v0:
+            continue
+        digits = len(str(int(v0))) if v0 >= 1 else 1
+        top = Decimal(10) ** digits
+        rollover = v0 >= top * Decimal(str(p["rollover_fraction"])) and v1 < top * (
+            1 - Decimal(str(p["rollover_fraction"]))
+        )
+        evidence = {
+            "before": {"at": t0, "value": str(v0), "raw_frame_id": f0},
+            "after": {"at": t1, "value": str(v1), "raw_frame_id": f1},
+        }
+        if rollover:
+            return Finding(f"register rolled over from {v0} to {v1}", evidence, "info")
+        return Finding(f"register went backwards from {v0} to {v1}", evidence)
+    return None
+
+
+@rule("stuck_register", severity="warning", params={"days": 14.0, "min_readings": 3})
+async def stuck_register(ctx: MeterContext, p: Mapping[str, Any]) -> Finding | None:
+    """The billing register has not moved for `days` although the apartment is let (has a tenant);
+    meters without a tenant reference or apartment are not judged."""
+    if ctx.apartment is None or not ctx.apartment.tenant_ref:
+        return None
+    series = await ctx.main_series(ctx.now - timedelta(days=float(p["days"]) * 1.5))
+    if len(series) < int(p["min_readings"]):
+        return None
+    last_value = series[-1][1]
+    since = series[-1][0]
+    for at, value, _f in reversed(series):
+        if value != last_value:
+            break
+        since = at
+    span = series[-1][0] - since
+    if span < timedelta(days=float(p["days"])):
+        return None
+    return Finding(
+        f"register unchanged at {last_value} for {span.days} days",
+        {
+            "value": str(last_value),
+            "since": since,
+            "last": series[-1][0],
+            "tenant_ref": ctx.apartment.tenant_ref,
+        },
+    )
+
+
+@rule(
+    "continuous_flow",
+    severity="warning",
+    media=WATER,
+    params={"hours": 24.0, "min_samples": 4, "coverage": 0.8},
+)
+async def continuous_flow(ctx: MeterContext, p: Mapping[str, Any]) -> Finding | None:
+    """Water never stops: over the last `hours` the minimum flow is above zero (or, without a flow
+    register, the volume grew in every interval) - a leak or a running toilet."""
+    window = timedelta(hours=float(p["hours"]))
+    flows = await ctx.series("flow", "m3/h", ctx.now - window)
+    series = flows or await ctx.main_series(ctx.now - window)
+    if len(series) < int(p["min_samples"]) or series[-1][0] - series[0][0] < window * float(p["coverage"]):
+        return None
+    if flows:
+        minimum = min(v for _t, v, _f in flows)
+        if minimum <= 0:
+            return None
+        return Finding(
+            f"flow never below {minimum} m3/h in {p['hours']:g} h",
+            {"min_flow_m3h": str(minimum), "samples": len(flows), "from": flows[0][0], "to": flows[-1][0]},
+        )
+    steps = [b[1] - a[1] for a, b in pairwise(series)]
+    if not steps or min(steps) <= 0:
+        return None
+    return Finding(
+        f"volume grew in all {len(steps)} intervals over {p['hours']:g} h",
+        {"min_step_m3": str(min(steps)), "samples": len(series), "from": series[0][0], "to": series[-1][0]},
+    )
+
+
+@rule(
+    "spike",
+    severity="critical",
+    params={
+        "max_rate_per_hour": {"cold_water": "5", "hot_water": "5", "electricity": "25000", "heat": "60000"}
+    },
+    blocks_billing=True,
+)
+async def spike(ctx: MeterContext, p: Mapping[str, Any]) -> Finding | None:
+    """Consumption between the last two readings faster than physically possible for an apartment
+    meter (m3/h for water, Wh/h for energy), e.g. a corrupted or swapped register."""
+    limit = p["max_rate_per_hour"].get(ctx.meter.medium)
+    if limit is None:
+        return None
+    series = await ctx.main_series(ctx.now - timedelta(days=7))
+    if len(series) < 2:
+        return None
+    (t0, v0, f0), (t1, v1, f1) = series[-2], series[-1]
+    hours = Decimal(str(max((t1 - t0).total_seconds(), 60.0) / 3600))
+    rate = (v1 - v0) / hours
+    if rate <= Decimal(str(limit)):
+        return None
+    return Finding(
+        f"consumption rate {rate:.3f} per hour exceeds {limit}",
+        {
+            "before": {"at": t0, "value": str(v0), "raw_frame_id": f0},
+            "after": {"at": t1, "value": str(v1), "raw_frame_id": f1},
+        },
+    )
+
+
+@rule(
+    "heat_sanity", severity="warning", media=("heat",), params={"days": 2.0, "min_temperature_gap_k": "0.5"}
+)
+async def heat_sanity(ctx: MeterContext, p: Mapping[str, Any]) -> Finding | None:
+    """Heat meter plausibility: flow temperature below return temperature (sensors swapped), or energy
+    counted while no water volume passed."""
+    latest = await ctx.latest_values()
+    flow_t, return_t = latest.get("flow_temperature"), latest.get("return_temperature")
+    if (
+        flow_t is not None
+        and return_t is not None
+        and return_t - flow_t > Decimal(p["min_temperature_gap_k"])
+    ):
+        return Finding(
+            f"flow temperature {flow_t} °C below return temperature {return_t} °C",
+            {"flow_temperature": str(flow_t), "return_temperature": str(return_t)},
+        )
+    since = ctx.now - timedelta(days=float(p["days"]))
+    energy = await ctx.series("energy", "Wh", since)
+    volume = await ctx.series("volume", "m3", since)
+    if len(energy) >= 2 and len(volume) >= 2:
+        d_energy = energy[-1][1] - energy[0][1]
+        d_volume = volume[-1][1] - volume[0][1]
+        if d_energy > 0 and d_volume == 0:
+            return Finding(
+                f"energy grew by {d_energy} Wh while volume stood still",
+                {"energy": [str(energy[0][1]), str(energy[-1][1])], "volume": str(volume[-1][1])},
+            )
+    return None
+
+
+@rule("wrong_clock", severity="warning", params={"max_skew_minutes": 60.0})
+async def wrong_clock(ctx: MeterContext, p: Mapping[str, Any]) -> Finding | None:
+    """The meter's own clock (date-time record of its latest telegram, taken as local time, UTC+1/+2)
+    differs from the time the collector received the frame by more than `max_skew_minutes`."""
+    telegram = await ctx.latest_telegram()
+    received = ctx.meter.last_frame_at
+    if telegram is None or received is None:
+        return None
+    clocks = [
+        r.value
+        for r in telegram.records
+        if r.quantity == "datetime" and r.storage == 0 and isinstance(r.value, datetime)
+    ]
+    if not clocks:
+        return None
+    meter_time = clocks[0].replace(tzinfo=None)
+    naive_utc = received.replace(tzinfo=None)
+    # Meters keep local time (CET/CEST) without a zone: accept UTC+0..+2.
+    skews = [abs((meter_time - timedelta(hours=h)) - naive_utc) for h in (0, 1, 2)]
+    skew = min(skews)
+    if skew <= timedelta(minutes=float(p["max_skew_minutes"])):
+        return None
+    return Finding(
+        f"meter clock off by {skew.total_seconds() / 60:.0f} min",
+        {
+            "meter_time": meter_time.isoformat(),
+            "received_at": received,
+            "raw_frame_id": ctx.meter.last_raw_frame_id,
+        },
+    )
+
+
+@rule("frame_failures", severity="warning", params={"hours": 24.0, "min_failures": 3, "min_ratio": 0.5})
+async def frame_failures(ctx: MeterContext, p: Mapping[str, Any]) -> Finding | None:
+    """Many of the meter's frames (matched by meter or by its bus and primary address) failed to
+    decode or were not answered in the last `hours`."""
+    frames = await ctx.frames_since(ctx.now - timedelta(hours=float(p["hours"])))
+    failed = [f for f in frames if f.status != "ok"]
+    if len(failed) < int(p["min_failures"]) or len(failed) / max(len(frames), 1) < float(p["min_ratio"]):
+        return None
+    reasons = sorted({(f.reason or f.status)[:120] for f in failed})[:5]
+    return Finding(
+        f"{len(failed)} of {len(frames)} frames failed in {p['hours']:g} h",
+        {"failed_frame_ids": [f.id for f in failed[-20:]], "reasons": reasons},
+    )
+
+
+@rule("decryption_failure", severity="critical", params={"hours": 24.0})
+async def decryption_failure(ctx: MeterContext, p: Mapping[str, Any]) -> Finding | None:
+    """Frames of the meter could not be decrypted (missing or wrong key) in the last `hours`."""
+    frames = await ctx.frames_since(ctx.now - timedelta(hours=float(p["hours"])))
+    bad = [f for f in frames if f.status == "failed" and (f.reason or "").startswith("SecurityError")]
+    if not bad or (frames and frames[-1].status == "ok"):
+        return None
+    return Finding(
+        f"{len(bad)} frames could not be decrypted",
+        {"frame_ids": [f.id for f in bad[-20:]], "reason": bad[-1].reason},
+    )
+
+
+@rule("collector_offline", severity="critical", scope="collector", params={"hours": 26.0})
+async def collector_offline(ctx: CollectorContext, p: Mapping[str, Any]) -> Finding | None:
+    """The collector said it went offline (last will) or has not been heard from for `hours`."""
+    c = ctx.collector
+    if c.state == "offline":
+        return Finding(
+            "collector is offline (last will)",
+            {"last_status_at": c.last_status_at, "last_seen_at": c.last_seen_at},
+        )
+    if c.last_seen_at is not None and ctx.now - c.last_seen_at > timedelta(hours=float(p["hours"])):
+        return Finding(
+            f"collector silent for {_hours(ctx.now - c.last_seen_at):.1f} h",
+            {"last_seen_at": c.last_seen_at, "limit_hours": p["hours"]},
+        )
+    return None
