@@ -8,6 +8,7 @@ import sys
 # module name -> one line of what it measures; each module has ``main(argv) -> int``
 BENCHMARKS = {
     "benchmarks.decode": "M-Bus decode: imd decode --json vs pyMeterBus on the libmbus corpus",
+    "benchmarks.billing": "billing: compute_run, debiteringsfil and PDFs for a 100,000-apartment portfolio",
     "benchmarks.wmbus": "wM-Bus decode incl. AES decryption: imd decode --json --key on golden telegrams",
 }
 

@@ -24,7 +24,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import bindparam, delete, or_, select, update
 
 from central.db import Database
 from central.models import Collector, CommandRecord, Meter, RawFrame, Reading, RejectedMessage, utcnow
@@ -35,12 +35,15 @@ from protocols.messages import (
     SHARED_FRAMES_SUBSCRIPTION,
     STATUS_SUBSCRIPTION,
     CollectorStatus,
+    Command,
     CommandResult,
     FrameBatch,
     FrameMessage,
     FrameStatus,
     collector_from_topic,
     command_result_topic,
+    command_topic,
+    encode,
     frames_topic,
     parse_command_result,
     parse_frame_batch,
@@ -187,6 +190,25 @@ class BatchResult:
 AfterBatch = Callable[[BatchResult], Awaitable[None]]
 
 
+_METER: Any = Meter.__table__
+_ADVANCE_METER = (
+    update(_METER)
+    .where(_METER.c.id == bindparam("b_id"))
+    .where(or_(_METER.c.last_reading_at.is_(None), _METER.c.last_reading_at <= bindparam("b_at")))
+    .values(
+        last_reading_at=bindparam("b_at"),
+        last_frame_at=bindparam("b_at"),
+        last_raw_frame_id=bindparam("b_raw"),
+        last_status=bindparam("b_status"),
+    )
+)
+
+
+def _reading_insert(db: Database) -> Any:
+    # Core insert on the table: the ORM bulk path costs more than SQLite itself at this volume.
+    return db.insert_ignore(Reading.__table__, ["meter_id", "register", "read_at"])
+
+
 class IngestProcessor:
     """Turns one MQTT message into one committed transaction."""
 
@@ -276,9 +298,7 @@ class IngestProcessor:
             record.result = json.dumps(result.result, default=str)
             record.error = result.error
 
-    async def _meters_for(
-        self, session: Any, decoded: Sequence[DecodedFrame]
-    ) -> dict[tuple[str, str], Meter]:
+    async def _meters_for(self, session: Any, decoded: Sequence[DecodedFrame]) -> dict[tuple[str, str], Any]:
         wanted = {
             (d.serial, d.manufacturer) for d in decoded if d.status == "ok" and d.serial and d.manufacturer
         }
@@ -310,10 +330,13 @@ class IngestProcessor:
         return found
 
     @staticmethod
-    async def _select_meters(session: Any, keys: set[tuple[Any, Any]]) -> dict[tuple[str, str], Meter]:
+    async def _select_meters(session: Any, keys: set[tuple[Any, Any]]) -> dict[tuple[str, str], Any]:
+        # Plain rows, not ORM objects: nothing for the session to track on the hot path.
         serials = {k[0] for k in keys}
-        result = await session.execute(select(Meter).where(Meter.serial.in_(serials)))
-        return {(m.serial, m.manufacturer): m for m in result.scalars() if (m.serial, m.manufacturer) in keys}
+        result = await session.execute(
+            select(Meter.id, Meter.serial, Meter.manufacturer).where(Meter.serial.in_(serials))
+        )
+        return {(m.serial, m.manufacturer): m for m in result.all() if (m.serial, m.manufacturer) in keys}
 
     async def ingest_batch(self, batch: FrameBatch) -> BatchResult:
         collector = batch.collector
@@ -368,22 +391,16 @@ class IngestProcessor:
                 if previous is None or frame.received_at >= previous[0]:
                     latest[meter.id] = (frame.received_at, raw_id, d.telegram_status)
             if reading_batch:
-                await session.execute(
-                    self.db.insert_ignore(Reading, ["meter_id", "register", "read_at"]), reading_batch
-                )
+                await session.execute(_reading_insert(self.db), reading_batch)
             result.readings = len(reading_batch)
-            for meter_id, (at, raw_id, telegram_status) in latest.items():
+            if latest:
                 # Late and out-of-order frames are normal: only move "latest" forwards.
                 await session.execute(
-                    update(Meter)
-                    .where(Meter.id == meter_id)
-                    .where(or_(Meter.last_reading_at.is_(None), Meter.last_reading_at <= at))
-                    .values(
-                        last_reading_at=at,
-                        last_frame_at=at,
-                        last_raw_frame_id=raw_id,
-                        last_status=telegram_status,
-                    )
+                    _ADVANCE_METER,
+                    [
+                        {"b_id": mid, "b_at": at, "b_raw": raw_id, "b_status": status}
+                        for mid, (at, raw_id, status) in latest.items()
+                    ],
                 )
             newest = max(f.received_at for f in batch.frames)
             top_sequence = max(f.sequence for f in batch.frames)
@@ -392,12 +409,14 @@ class IngestProcessor:
                 .where(Collector.id == collector)
                 .where(or_(Collector.last_seen_at.is_(None), Collector.last_seen_at < newest))
                 .values(last_seen_at=newest)
+                .execution_options(synchronize_session=False)
             )
             await session.execute(
                 update(Collector)
                 .where(Collector.id == collector)
                 .where(or_(Collector.last_sequence.is_(None), Collector.last_sequence < top_sequence))
                 .values(last_sequence=top_sequence)
+                .execution_options(synchronize_session=False)
             )
         self.stats.batches += 1
         self.stats.frames_new += result.frames_new
@@ -462,9 +481,7 @@ async def redecode(db: Database, *, collector: str | None = None, batch_size: in
                 counts["ok"] += 1
                 rows = reading_rows(meter.id, frame.id, frame.received_at, d.records)
                 if rows:
-                    await session.execute(
-                        db.insert_ignore(Reading, ["meter_id", "register", "read_at"]), rows
-                    )
+                    await session.execute(_reading_insert(db), rows)
                 counts["readings"] += len(rows)
                 await session.execute(
                     update(Meter)
@@ -561,6 +578,15 @@ class MqttIngest:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
             self._worker = None
+
+    def publish_command(self, command: Command, collector: str) -> None:
+        """Send a command to a collector (QoS 1); raises RuntimeError when not connected."""
+        client = self._client
+        if client is None or not self.connected.is_set():
+            raise RuntimeError("not connected to the broker")
+        info = client.publish(command_topic(collector), encode(command), qos=1)
+        if info.rc != 0:
+            raise RuntimeError(f"publish failed (rc {info.rc})")
 
     # --- paho thread -------------------------------------------------------------------------
     def _call(self, fn: Callable[..., Any], *args: Any) -> None:

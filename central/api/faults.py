@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 from pydantic import BaseModel, Field
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 
 from central.api.deps import PrincipalDep, SessionDep, require_roles
 from central.auth import Principal
@@ -44,6 +44,16 @@ def _base(who: Principal) -> Any:
         return query
     # Collector faults and unassigned meters belong to the global roles.
     return scope_meters(query.where(Fault.meter_id.is_not(None)), who)
+
+
+def open_faults(who: Principal) -> Any:
+    """Unresolved faults visible to ``who``, worst and newest first."""
+    severity_rank = case({"critical": 0, "warning": 1}, value=Fault.severity, else_=2)
+    return (
+        _base(who)
+        .where(Fault.state.in_(("open", "acknowledged")))
+        .order_by(severity_rank, Fault.last_seen_at.desc(), Fault.id.desc())
+    )
 
 
 def fault_dict(f: Fault, meter: Meter | None) -> dict[str, Any]:

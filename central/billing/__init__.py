@@ -21,7 +21,14 @@ Modules
     ``export``    the canonical debiteringsfil line and data-driven profiles (generic CSV, Excel,
                   fixed width cp1252), rendered to bytes deterministically.
     ``ocr``       OCR references with Luhn check digit and optional length digit.
-    ``serial``    JSON-able form, canonical bytes and the input digest.
+    ``serial``    JSON-able form, canonical bytes and the input digest (written directly, not via
+                  ``json.dumps``: it is on the run's hot path).
+    ``pdf``       a small deterministic PDF 1.4 writer (standard Helvetica, WinAnsiEncoding).
+    ``documents`` the debiteringsunderlag per apartment and tenant and the property summary as PDF
+                  (Swedish, English available), with SHA-256; ``documents_parallel`` across cores.
+    ``invoicing`` the invoicing-partner file: invoices with OCR, the ``invoice_csv_v1`` profile and
+                  Peppol BIS Billing 3.0 UBL.
+    ``synthetic`` a seeded synthetic portfolio (benchmarks, load tests, demos).
 
 Remainder rule
     Every split of money (fördelning pool, fixed costs, fixed fees over tenant segments, VAT per
@@ -58,8 +65,18 @@ Rounding rule
 
 from __future__ import annotations
 
+from .documents import (
+    Comparison,
+    Document,
+    DocumentContext,
+    apartment_documents,
+    context_from_input,
+    documents_parallel,
+    property_summary_document,
+)
 from .engine import compute_run
 from .export import EXCEL_CSV, FIXED_WIDTH_CP1252, GENERIC_CSV, Profile, canonical_file, load_profile, render
+from .invoicing import Customer, InvoicingSettings, invoices_csv, invoices_from_run, ubl_invoice, ubl_invoices
 from .model import BillingInput
 from .ocr import is_valid_ocr, ocr_reference
 from .runs import BillingRun, RunStopped, approve, correction_lines, lock, mark_exported
@@ -70,16 +87,29 @@ __all__ = [
     "GENERIC_CSV",
     "BillingInput",
     "BillingRun",
+    "Comparison",
+    "Customer",
+    "Document",
+    "DocumentContext",
+    "InvoicingSettings",
     "Profile",
     "RunStopped",
+    "apartment_documents",
     "approve",
     "canonical_file",
     "compute_run",
+    "context_from_input",
     "correction_lines",
+    "documents_parallel",
+    "invoices_csv",
+    "invoices_from_run",
     "is_valid_ocr",
     "load_profile",
     "lock",
     "mark_exported",
     "ocr_reference",
+    "property_summary_document",
     "render",
+    "ubl_invoice",
+    "ubl_invoices",
 ]

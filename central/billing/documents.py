@@ -332,8 +332,14 @@ class _Flow:
         self.page.box(MARGIN, self.y, self.page.width - 2 * MARGIN, 13, fill=0.88)
         for col in cols:
             tx = x + col.width - 3 if col.align == "right" else x + 3
-            self.page.text(tx, self.y + 9.5, _fit(col.label, col.width - 4, size, True), size=size,
-                           bold=True, align=col.align)
+            self.page.text(
+                tx,
+                self.y + 9.5,
+                _fit(col.label, col.width - 4, size, True),
+                size=size,
+                bold=True,
+                align=col.align,
+            )
             x += col.width
         self.y += 13
 
@@ -342,8 +348,9 @@ class _Flow:
         x = MARGIN
         for col, value in zip(cols, values, strict=True):
             tx = x + col.width - 3 if col.align == "right" else x + 3
-            self.page.text(tx, self.y + 9, _fit(value, col.width - 5, size, bold), size=size, bold=bold,
-                           align=col.align)
+            self.page.text(
+                tx, self.y + 9, _fit(value, col.width - 5, size, bold), size=size, bold=bold, align=col.align
+            )
             x += col.width
         self.y += 11.5
 
@@ -379,8 +386,14 @@ class _Flow:
         for n, page in enumerate(self.doc.pages, start=1):
             page.line(MARGIN, 812, page.width - MARGIN, 812, 0.4)
             page.text(MARGIN, 823, _fit(self.footer, page.width - 2 * MARGIN - 70, 6.5), size=6.5, grey=True)
-            page.text(page.width - MARGIN, 823, lab["page"].format(n=n, total=total), size=6.5,
-                      align="right", grey=True)
+            page.text(
+                page.width - MARGIN,
+                823,
+                lab["page"].format(n=n, total=total),
+                size=6.5,
+                align="right",
+                grey=True,
+            )
 
 
 def _footer(run: BillingRun, lang: str, zone: ZoneInfo) -> str:
@@ -405,7 +418,10 @@ def _safe(text: str) -> str:
 
 
 def underlag(
-    run: BillingRun, ctx: DocumentContext, apartment_id: str, tenant_ref: str | None,
+    run: BillingRun,
+    ctx: DocumentContext,
+    apartment_id: str,
+    tenant_ref: str | None,
     lines: Sequence[BillingLine],
 ) -> Document:
     """The billing basis of one apartment for one payer (``tenant_ref`` None: the vacant stretches)."""
@@ -497,7 +513,9 @@ def underlag(
             (
                 line.text + flag,
                 f"{_day(line.period_from)} – {_day(line.period_to - timedelta(days=1))}",
-                f"{_qty(line.quantity, lang)} {_unit(line.unit)}".strip() if line.quantity is not None else "",
+                f"{_qty(line.quantity, lang)} {_unit(line.unit)}".strip()
+                if line.quantity is not None
+                else "",
                 _qty(line.unit_price, lang),
                 _money(line.net, lang),
                 _money(line.vat, lang),
@@ -510,7 +528,7 @@ def underlag(
             flow.note(f"{lab['estimated']}: {reason}")
         if line.held and line.hold_reason:
             flow.note(f"{lab['held']}: {line.hold_reason}")
-        if line.payer is Payer.TENANT and not line.held:
+        if not line.held and line.payer is not Payer.RENT:  # a vacant stretch: the owner's own total
             net += line.net
             vat += line.vat
     flow.rule()
@@ -561,9 +579,8 @@ def underlag(
         flow.note(lab["eed"])
     flow.finish()
     tenant_part = _safe(tenant_ref) if tenant_ref is not None else "vakant"
-    name = (
-        f"underlag_{_safe(ctx.property_id)}_{run.period_from:%Y%m}_{_safe(first.object_number)}_{tenant_part}.pdf"
-    )
+    obj = _safe(first.object_number)
+    name = f"underlag_{_safe(ctx.property_id)}_{run.period_from:%Y%m}_{obj}_{tenant_part}.pdf"
     return _document("underlag", name, apartment_id, tenant_ref, doc.to_bytes())
 
 
@@ -614,7 +631,10 @@ def property_summary_document(run: BillingRun, ctx: DocumentContext) -> Document
         flow.section(f"{media.get(m.medium, str(m.medium))} – {lab.get(m.model, m.model)}")
         rows = [
             (lab["cost"], amount(m.cost)),
-            (lab["main"], f"{_qty(m.main_quantity, lang)} {_unit(m.unit)}" if m.main_quantity is not None else "–"),
+            (
+                lab["main"],
+                f"{_qty(m.main_quantity, lang)} {_unit(m.unit)}" if m.main_quantity is not None else "–",
+            ),
             (lab["apartments_sum"], f"{_qty(m.apartments_quantity, lang)} {_unit(m.unit)}"),
             (
                 lab["difference"],

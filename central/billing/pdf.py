@@ -33,14 +33,54 @@ _HELV_BOLD = (
     "556 278 889 611 611 611 611 389 556 333 611 556 778 556 556 500 389 280 389 584"
 )
 _EXTRA_HELV = {
-    "å": 556, "ä": 556, "ö": 556, "é": 556, "ü": 556, "à": 556, "Å": 667, "Ä": 667, "Ö": 778, "É": 667,
-    "Ü": 722, "×": 584, "÷": 584, "²": 333, "³": 333, "°": 400, "–": 556, "—": 1000, "€": 556, "·": 278,
-    "§": 556, "µ": 556, "…": 1000,
+    "å": 556,
+    "ä": 556,
+    "ö": 556,
+    "é": 556,
+    "ü": 556,
+    "à": 556,
+    "Å": 667,
+    "Ä": 667,
+    "Ö": 778,
+    "É": 667,
+    "Ü": 722,
+    "×": 584,
+    "÷": 584,
+    "²": 333,
+    "³": 333,
+    "°": 400,
+    "–": 556,
+    "—": 1000,
+    "€": 556,
+    "·": 278,
+    "§": 556,
+    "µ": 556,
+    "…": 1000,
 }
 _EXTRA_BOLD = {
-    "å": 556, "ä": 556, "ö": 611, "é": 556, "ü": 611, "à": 556, "Å": 722, "Ä": 722, "Ö": 778, "É": 667,
-    "Ü": 722, "×": 584, "÷": 584, "²": 333, "³": 333, "°": 400, "–": 556, "—": 1000, "€": 556, "·": 278,
-    "§": 556, "µ": 611, "…": 1000,
+    "å": 556,
+    "ä": 556,
+    "ö": 611,
+    "é": 556,
+    "ü": 611,
+    "à": 556,
+    "Å": 722,
+    "Ä": 722,
+    "Ö": 778,
+    "É": 667,
+    "Ü": 722,
+    "×": 584,
+    "÷": 584,
+    "²": 333,
+    "³": 333,
+    "°": 400,
+    "–": 556,
+    "—": 1000,
+    "€": 556,
+    "·": 278,
+    "§": 556,
+    "µ": 611,
+    "…": 1000,
 }
 _WIDTHS = {
     "F1": ({chr(32 + i): int(w) for i, w in enumerate(_HELV.split())} | _EXTRA_HELV),
@@ -82,7 +122,14 @@ class Page:
         self._ops: list[bytes] = []
 
     def text(
-        self, x: float, y: float, text: str, *, size: float = 9, bold: bool = False, align: str = "left",
+        self,
+        x: float,
+        y: float,
+        text: str,
+        *,
+        size: float = 9,
+        bold: bool = False,
+        align: str = "left",
         grey: bool = False,
     ) -> None:
         font = "F2" if bold else "F1"
@@ -156,12 +203,15 @@ class PdfDocument:
         )
         for no, name in ((f1, "F1"), (f2, "F2")):
             objects[no - 1] = (
-                f"<< /Type /Font /Subtype /Type1 /BaseFont /{_FONTS[name]} "
-                "/Encoding /WinAnsiEncoding >>"
+                f"<< /Type /Font /Subtype /Type1 /BaseFont /{_FONTS[name]} /Encoding /WinAnsiEncoding >>"
             ).encode()
         stamp = _pdf_date(self.created)
         objects[info - 1] = (
-            b"<< /Title (" + _escape(self.title) + b") /Author (" + _escape(self.author) + b")"
+            b"<< /Title ("
+            + _escape(self.title)
+            + b") /Author ("
+            + _escape(self.author)
+            + b")"
             + f" /Producer (imd-gateway) /CreationDate ({stamp}) /ModDate ({stamp}) >>".encode()
         )
         out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")

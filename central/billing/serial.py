@@ -104,7 +104,8 @@ def _encoder_for(cls: type) -> _Encoder:
     if cls is type(None):
         return lambda v: "null"
     if issubclass(cls, Enum):
-        return lambda v: _encode(v.value)
+        texts = {member: _encode(member.value) for member in cls}  # type: ignore[var-annotated]
+        return texts.__getitem__
     if cls is str:
         return _quote
     if cls is int:

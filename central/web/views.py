@@ -15,6 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from central.api.deps import TOKEN_COOKIE, get_state, principal_from_token
+from central.api.faults import fault_dict, open_faults
 from central.auth import authenticate, issue_token
 from central.models import utcnow
 from central.queries import list_collectors, list_meters
@@ -91,6 +92,7 @@ def mount(app: FastAPI) -> None:
         async with state.db.sessions() as session:
             meters, total = await list_meters(session, who, limit=2000)
             collectors = await list_collectors(session, who, utcnow())
+            faults = [fault_dict(f, m) for f, m in (await session.execute(open_faults(who).limit(100))).all()]
         with_readings = sum(1 for m in meters if m["last_reading_at"] is not None)
         return templates.TemplateResponse(
             request,
@@ -101,6 +103,7 @@ def mount(app: FastAPI) -> None:
                 "total": total,
                 "with_readings": with_readings,
                 "collectors": collectors,
+                "faults": faults,
                 "now": utcnow(),
             },
         )

@@ -160,6 +160,7 @@ async def test_dashboard_requires_login_and_shows_meters(client: httpx.AsyncClie
     assert "samesite=strict" in cookie
     page = await client.get("/")
     assert page.status_code == 200
+    assert "communication_gap" in page.text  # the open faults section
     assert "06855817" in page.text
     assert "37351000 Wh" in page.text
     assert "api-c1" in page.text
@@ -201,3 +202,26 @@ async def test_fault_workflow_over_the_api(client: httpx.AsyncClient) -> None:
     kinds = [h["kind"] for h in resolved.json()["history"]]
     assert kinds[:1] == ["opened"]
     assert kinds[-4:] == ["acknowledged", "comment", "assigned", "resolved"]
+
+
+async def test_csv_import_over_the_api(client: httpx.AsyncClient) -> None:
+    admin = await login(client, "demo", "demo")
+    board = await login(client, "board-a", "secret-a")
+    csv_text = "objektsnummer;lgh;hus;yta\nOBJ-1003;1003;A;52,0\n"
+    url = "/api/properties/BRF-A/imports/apartments"
+    assert (await client.post(url, content=csv_text, headers=board)).status_code == 403
+    dry = await client.post(f"{url}?dry_run=true", content=csv_text, headers=admin)
+    assert dry.status_code == 200
+    assert dry.json()["imported"] is False
+    refused = await client.post(url, content=csv_text + "OBJ-1004;1004;A;abc\n", headers=admin)
+    assert refused.status_code == 422
+    assert refused.json()["refused"][0]["row"] == 3
+    done = await client.post(url, content=csv_text, headers=admin)
+    assert done.json()["imported"] is True
+    numbers = [
+        a["number"] for a in (await client.get("/api/properties/BRF-A/apartments", headers=admin)).json()
+    ]
+    assert "1003" in numbers
+    assert (
+        await client.post("/api/properties/BRF-A/imports/nonsense", content="x", headers=admin)
+    ).status_code == 404

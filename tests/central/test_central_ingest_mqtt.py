@@ -7,16 +7,33 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
+import httpx
 import paho.mqtt.client as mqtt
 import pytest
 from central_testdata import corpus_frame
 from sqlalchemy import func, select
 
+from central.api.app import create_app
+from central.config import Settings
 from central.db import Database
 from central.ingest import IngestProcessor, MqttIngest
 from central.models import RawFrame, Reading, RejectedMessage
-from protocols.messages import FrameBatch, FrameMessage, encode, frames_topic
+from protocols.messages import (
+    CollectorState,
+    CollectorStatus,
+    Command,
+    CommandResult,
+    FrameBatch,
+    FrameMessage,
+    command_result_topic,
+    command_topic,
+    encode,
+    frames_topic,
+    parse_command,
+    status_topic,
+)
 from protocols.mqtturl import parse_mqtt_url
 
 
@@ -158,3 +175,69 @@ async def test_unacknowledged_message_is_redelivered_after_a_crash(db: Database,
     finally:
         pub.loop_stop()
         pub.disconnect()
+
+
+async def test_command_goes_out_over_mqtt_and_its_result_comes_back(tmp_path: Path, mqtt_url: str) -> None:
+    collector = f"t-cmd-{uuid.uuid4().hex[:8]}"
+    settings = Settings(
+        data_dir=tmp_path,
+        mqtt_url=mqtt_url,
+        demo=True,
+        collectors=(collector,),
+        mqtt_client_id=f"t-central-{collector}",
+    ).validated()
+    app = create_app(settings)
+    received: list[Command] = []
+    fake_collector = publisher(mqtt_url)
+
+    def on_command(client: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        command = parse_command(msg.payload)
+        received.append(command)
+        result = CommandResult(
+            id=command.id, collector=collector, ok=True, result={"meters": 3}, finished_at=datetime.now(UTC)
+        )
+        client.publish(command_result_topic(collector), encode(result), qos=1)
+
+    fake_collector.on_message = on_command
+    fake_collector.subscribe(command_topic(collector), qos=1)
+    try:
+        async with app.router.lifespan_context(app):
+            state = app.state.central
+            await state.ingest.wait_ready()
+            status = CollectorStatus(collector=collector, state=CollectorState.ONLINE, at=datetime.now(UTC))
+            publish(fake_collector, status_topic(collector), encode(status))
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+                form = {"username": "demo", "password": "demo"}
+                token = (await http.post("/api/auth/token", data=form)).json()["access_token"]
+                headers = {"Authorization": f"Bearer {token}"}
+
+                async def collector_known() -> bool:
+                    collectors = (await http.get("/api/collectors", headers=headers)).json()
+                    return any(c["id"] == collector and c["state"] == "online" for c in collectors)
+
+                await eventually(collector_known)
+                sent = await http.post(
+                    f"/api/collectors/{collector}/commands", headers=headers, json={"command": "read_all"}
+                )
+                assert sent.status_code == 202
+                command_id = sent.json()["id"]
+                bad = await http.post(
+                    f"/api/collectors/{collector}/commands",
+                    headers=headers,
+                    json={"command": "self_destruct"},
+                )
+                assert bad.status_code == 422
+
+                async def finished() -> bool:
+                    rows = (await http.get(f"/api/collectors/{collector}/commands", headers=headers)).json()
+                    return bool(rows) and rows[0]["ok"] is True
+
+                await eventually(finished)
+                rows = (await http.get(f"/api/collectors/{collector}/commands", headers=headers)).json()
+                assert rows[0]["id"] == command_id
+                assert rows[0]["result"] == {"meters": 3}
+                assert [c.id for c in received] == [command_id]
+    finally:
+        fake_collector.loop_stop()
+        fake_collector.disconnect()

@@ -41,6 +41,8 @@ def _get(url: str, token: str | None = None) -> tuple[int, bytes]:
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
+    except OSError:  # central not listening yet (URLError wraps connection refused)
+        return 0, b""
 
 
 def _token(base: str, username: str, password: str) -> tuple[int, dict[str, object]]:

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
-
-from edge.bus import BusError, SerialBus
 from hwsim.building import SimBuilding, build_building
 from hwsim.segment import MbusSegment
+
+from edge.bus import BusError, SerialBus
 from protocols.mbus.master import MeterReadout, Send, Timing
 from protocols.messages import FrameStatus
 
@@ -96,7 +96,7 @@ def test_silent_meter_costs_only_its_retry_budget(building: SimBuilding, bus: Se
     assert bus.read_meter(other.primary_address).ok
 
 
-def test_corrupt_answer_becomes_failed_frame_and_the_retry_reads(building: SimBuilding, bus: SerialBus) -> None:
+def test_corrupt_answer_becomes_failed_frame(building: SimBuilding, bus: SerialBus) -> None:
     water = _meter(building, "KamstrupMultical21")
     assert water.faults is not None
     water.faults.inject(water, "checksum", LONG_AGO, probability=1.0)
@@ -126,7 +126,7 @@ def test_undecodable_frame_is_failed_not_dropped() -> None:
 
 
 def test_primary_scan_and_missing_port(building: SimBuilding, bus: SerialBus) -> None:
-    found = bus.primary_scan(range(0, 16), attempts=1)
+    found = bus.primary_scan(range(16), attempts=1)
     assert found == sorted(m.primary_address for m in building.meters)
     with pytest.raises(BusError, match="cannot open"), SerialBus("/dev/does-not-exist") as missing:
         missing.read_meter(1)

@@ -67,7 +67,9 @@ def test_good_config_loads_with_relative_paths_resolved(tmp_path: Path) -> None:
         (('interval_s = 60', 'intervall_s = 60'), "schedule.intervall_s", "Extra inputs"),
     ],
 )
-def test_errors_name_file_field_and_reason(tmp_path: Path, change: tuple[str, str], field: str, reason: str) -> None:
+def test_errors_name_file_field_and_reason(
+    tmp_path: Path, change: tuple[str, str], field: str, reason: str
+) -> None:
     assert change[0] in GOOD
     path = _write(tmp_path, GOOD.replace(*change))
     with pytest.raises(ConfigError) as info:

@@ -105,8 +105,10 @@ async def test_frames_published_in_batches_and_deleted_after_puback(
     task = asyncio.create_task(publisher.run())
     try:
         assert await publisher.drain(15), f"outbox still holds {outbox.depth}"
-        await _wait_for(lambda: sum(len(parse_frame_batch(p).frames) for p in listener.on(frames_topic(collector)))
-                        >= 250)
+        def received() -> int:
+            return sum(len(parse_frame_batch(p).frames) for p in listener.on(frames_topic(collector)))
+
+        await _wait_for(lambda: received() >= 250)
         batches = [parse_frame_batch(p) for p in listener.on(frames_topic(collector))]
         seqs = [f.sequence for b in batches for f in b.frames]
         assert sorted(seqs) == list(range(1, 251))

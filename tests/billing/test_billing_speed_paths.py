@@ -1,0 +1,145 @@
+"""The fast paths added for speed give exactly what the plain definitions give.
+
+``canonical_json`` writes JSON directly instead of ``json.dumps(to_jsonable(...))``; ``allocate``
+scales Decimal weights by a power of ten instead of going through ``Fraction``; the benchmark's
+portfolio is deterministic. Each is checked against the straightforward version.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta, timezone
+from decimal import Decimal
+from enum import StrEnum
+from fractions import Fraction
+
+from billing_builders import CREATED
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from central.billing import compute_run
+from central.billing.money import ORE, allocate
+from central.billing.runs import BillingRun
+from central.billing.serial import canonical_json, digest, to_jsonable
+from central.billing.synthetic import build_property
+
+
+def reference_json(value: object) -> bytes:
+    return json.dumps(to_jsonable(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class Colour(StrEnum):
+    RED = "red"
+
+
+@dataclass(frozen=True, slots=True)
+class Odd:
+    b: str | None
+    a: tuple[object, ...]
+    c: dict[str, object]
+
+
+def test_canonical_json_matches_json_dumps_on_a_whole_property_and_its_run() -> None:
+    inp = build_property(7, 20)
+    run = compute_run(inp, "R-7", CREATED, "bench")
+    assert isinstance(run, BillingRun)
+    assert canonical_json((inp, ())) == reference_json((inp, ()))
+    assert canonical_json(run) == reference_json(run)
+
+
+texts = st.text(alphabet=st.characters(codec="utf-8"), max_size=12)
+decimals = st.decimals(allow_nan=False, allow_infinity=False, places=None, min_value=-10**9, max_value=10**9)
+leaves = st.one_of(
+    st.none(), st.booleans(), st.integers(-(10**20), 10**20), texts, decimals,
+    st.dates(), st.datetimes(timezones=st.just(timezone(timedelta(hours=1)))), st.just(Colour.RED),
+)  # fmt: skip
+values = st.recursive(
+    leaves,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.lists(inner, max_size=4).map(tuple),
+        st.dictionaries(texts, inner, max_size=4),
+        st.builds(Odd, st.one_of(st.none(), texts), st.lists(inner, max_size=3).map(tuple),
+                  st.dictionaries(texts, inner, max_size=3)),
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(values)
+def test_canonical_json_matches_json_dumps_for_any_value(value: object) -> None:
+    assert canonical_json(value) == reference_json(value)
+
+
+def test_digest_is_sha256_of_the_canonical_bytes() -> None:
+    import hashlib
+
+    inp = build_property(1, 5)
+    assert digest(inp) == hashlib.sha256(reference_json(inp)).hexdigest()
+
+
+K = Hashable
+
+
+def reference_allocate(
+    total: Decimal, weights: Sequence[tuple[K, Decimal]], step: Decimal = ORE
+) -> dict[K, Decimal]:
+    """The original Fraction-based largest remainder."""
+    units = int(total / step)
+    sign = -1 if units < 0 else 1
+    units = abs(units)
+    exact = [Fraction(w) for _, w in weights]
+    scale = math.lcm(*(w.denominator for w in exact))
+    ints = [w.numerator * (scale // w.denominator) for w in exact]
+    weight_sum = sum(ints)
+    base = {}
+    rem = []
+    for (key, _), w in zip(weights, ints, strict=True):
+        whole, rest = divmod(units * w, weight_sum)
+        base[key] = whole
+        rem.append((-rest, ("1", repr(key)), key))
+    rem.sort(key=lambda r: (r[0], r[1]))
+    for _, _, key in rem[: units - sum(base.values())]:
+        base[key] += 1
+    return {key: step * (sign * base[key]) for key, _ in weights}
+
+
+weights_st = st.lists(
+    st.decimals(min_value=0, max_value=10**6, places=4, allow_nan=False, allow_infinity=False),
+    min_size=1, max_size=12,
+)  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(-(10**7), 10**7), weights_st, st.data())
+def test_allocate_matches_the_fraction_reference(
+    cents: int, weights: list[Decimal], data: st.DataObject
+) -> None:
+    if sum(weights) == 0:
+        weights[0] = Decimal(1)
+    # mixed exponents, as area × days and shares give
+    scaled = [w.quantize(Decimal(1).scaleb(-data.draw(st.integers(0, 4)))) for w in weights]
+    if sum(scaled) == 0:
+        scaled[0] = Decimal("0.5")
+    keyed = [(f"a{i:03d}", w) for i, w in enumerate(scaled)]
+    total = Decimal(cents) * ORE
+    got = allocate(total, keyed)
+    assert got == reference_allocate(total, keyed)
+    assert sum(got.values()) == total
+
+
+def test_benchmark_portfolio_is_deterministic_and_runs() -> None:
+    a, b = build_property(11, 30), build_property(11, 30)
+    assert canonical_json(a) == canonical_json(b)
+    run = compute_run(a, "R-11", datetime(2024, 4, 5, tzinfo=UTC), "bench")
+    run2 = compute_run(b, "R-11", datetime(2024, 4, 5, tzinfo=UTC), "bench")
+    assert canonical_json(run) == canonical_json(run2)
+    full = run if isinstance(run, BillingRun) else run.preview
+    assert full is not None
+    assert full.period_from == date(2024, 3, 1)
+    heat = next(m for m in full.summary.media if m.medium == "heat")
+    assert heat.cost_minus_lines == 0  # the fördelning pool is charged to the öre
