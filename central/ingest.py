@@ -18,7 +18,7 @@ import contextlib
 import json
 import logging
 import ssl
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -27,6 +27,7 @@ from typing import Any
 from sqlalchemy import bindparam, delete, or_, select, update
 
 from central.db import Database
+from central.keys import KeyFileError, MeterKeyBox
 from central.models import Collector, CommandRecord, Meter, RawFrame, Reading, RejectedMessage, utcnow
 from protocols.errors import MessageError, ProtocolError
 from protocols.messages import (
@@ -127,6 +128,46 @@ def decode_frame(raw: bytes, decoder: Callable[[bytes], Any] | None = None) -> D
     )
 
 
+def wmbus_identity(raw: bytes) -> tuple[str, str] | None:
+    """(id, manufacturer) from a wM-Bus link header, which is never encrypted; None if unreadable."""
+    from protocols.wmbus.link import parse_link
+
+    try:
+        link = parse_link(raw)
+    except ProtocolError:
+        return None
+    return _normalise_serial(link.id), link.manufacturer
+
+
+def decode_wmbus_frame(raw: bytes, keys: Mapping[str, bytes], formats: Any) -> DecodedFrame:
+    """Decode (and decrypt with the meter's key) one wM-Bus telegram; never raises."""
+    from protocols.wmbus.telegram import decode_wmbus_telegram
+
+    try:
+        telegram = decode_wmbus_telegram(raw, keys, formats)
+    except ProtocolError as exc:
+        # The link header still says whose frame it is: a frame that cannot be decrypted is
+        # evidence against that meter (wrong or missing key).
+        identity = wmbus_identity(raw)
+        reason = f"{type(exc).__name__}: {exc}"[:MAX_REASON]
+        if identity is None:
+            return DecodedFrame("failed", reason)
+        return DecodedFrame("failed", reason, serial=identity[0], manufacturer=identity[1])
+    except Exception as exc:
+        log.exception("wM-Bus decoder crashed on a frame")
+        return DecodedFrame("failed", f"decoder crashed: {type(exc).__name__}: {exc}"[:MAX_REASON])
+    return DecodedFrame(
+        "ok",
+        None,
+        serial=_normalise_serial(telegram.id),
+        manufacturer=str(telegram.manufacturer),
+        version=int(telegram.version),
+        device_type=int(telegram.device_type),
+        telegram_status=int(telegram.status),
+        records=tuple(telegram.records),
+    )
+
+
 def numeric_value(value: object) -> Decimal | None:
     """The exact numeric value of a record, or None for dates, text, bytes and missing values."""
     if isinstance(value, bool):
@@ -212,9 +253,17 @@ def _reading_insert(db: Database) -> Any:
 class IngestProcessor:
     """Turns one MQTT message into one committed transaction."""
 
-    def __init__(self, db: Database, *, decoder: Callable[[bytes], Any] | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        decoder: Callable[[bytes], Any] | None = None,
+        keybox: MeterKeyBox | None = None,
+    ) -> None:
         self.db = db
         self._decoder = decoder
+        self.keybox = keybox
+        self._formats: Any = None
         self.stats = IngestStats()
         self.after_batch: list[AfterBatch] = []
 
@@ -299,12 +348,13 @@ class IngestProcessor:
             record.error = result.error
 
     async def _meters_for(self, session: Any, decoded: Sequence[DecodedFrame]) -> dict[tuple[str, str], Any]:
+        known = {(d.serial, d.manufacturer) for d in decoded if d.serial and d.manufacturer}
         wanted = {
             (d.serial, d.manufacturer) for d in decoded if d.status == "ok" and d.serial and d.manufacturer
         }
-        if not wanted:
+        if not known:
             return {}
-        found = await self._select_meters(session, wanted)
+        found = await self._select_meters(session, known)
         missing = wanted - found.keys()
         if missing:
             # A meter the site import does not know yet: register it so its data is kept; it shows
@@ -341,9 +391,12 @@ class IngestProcessor:
     async def ingest_batch(self, batch: FrameBatch) -> BatchResult:
         collector = batch.collector
         result = BatchResult(collector)
-        decoded = [self._decode(frame) for frame in batch.frames]
         now = utcnow()
         async with self.db.sessions.begin() as session:
+            keys = await self._keys_for(
+                session, [f.raw_bytes for f in batch.frames if f.link.value == "wmbus"]
+            )
+            decoded = [self._decode(frame, keys) for frame in batch.frames]
             await self._ensure_collector(session, collector)
             meters = await self._meters_for(session, decoded)
             rows = []
@@ -425,26 +478,55 @@ class IngestProcessor:
         self.stats.readings += result.readings
         return result
 
-    def _decode(self, frame: FrameMessage) -> DecodedFrame:
+    async def _keys_for(self, session: Any, wireless: Sequence[bytes]) -> dict[str, bytes]:
+        """The AES keys of the meters whose wM-Bus frames are at hand, decrypted from the database."""
+        if not wireless or self.keybox is None:
+            return {}
+        serials = {ident[0] for raw in wireless if (ident := wmbus_identity(raw)) is not None}
+        if not serials:
+            return {}
+        rows = await session.execute(
+            select(Meter.serial, Meter.key_encrypted).where(
+                Meter.serial.in_(serials), Meter.key_encrypted.is_not(None)
+            )
+        )
+        keys: dict[str, bytes] = {}
+        for serial, token in rows.all():
+            try:
+                keys[serial] = self.keybox.decrypt(token)
+            except KeyFileError:
+                log.error("meter %s: stored key cannot be decrypted with this key file", serial)
+        return keys
+
+    def decode_raw(self, link: str, raw: bytes, keys: Mapping[str, bytes]) -> DecodedFrame:
+        if link == "wmbus":
+            if self._formats is None:
+                from protocols.wmbus.compact import FormatCache
+
+                self._formats = FormatCache()
+            return decode_wmbus_frame(raw, keys, self._formats)
+        return decode_frame(raw, self._decoder)
+
+    def _decode(self, frame: FrameMessage, keys: Mapping[str, bytes]) -> DecodedFrame:
         if frame.status is FrameStatus.NO_ANSWER:
             return DecodedFrame("no_answer", frame.reason or "no answer")
         if frame.status is FrameStatus.FAILED:
             return DecodedFrame("failed", f"collector: {frame.reason or 'invalid frame'}"[:MAX_REASON])
         if not frame.raw:
             return DecodedFrame("failed", "empty frame")
-        if frame.link.value != "mbus":
-            return DecodedFrame("failed", f"link {frame.link.value} not decoded by central yet")
-        return decode_frame(frame.raw_bytes, self._decoder)
+        return self.decode_raw(frame.link.value, frame.raw_bytes, keys)
 
 
-async def redecode(db: Database, *, collector: str | None = None, batch_size: int = 500) -> dict[str, int]:
+async def redecode(
+    db: Database, *, collector: str | None = None, batch_size: int = 500, keybox: MeterKeyBox | None = None
+) -> dict[str, int]:
     """Decode stored raw frames again (after a decoder upgrade or a key fix); returns counts.
 
     Readings that came from a frame are replaced by what the current decoder makes of it; a frame
     that now fails keeps its raw bytes and gets the new reason.
     """
     counts = {"frames": 0, "ok": 0, "failed": 0, "readings": 0}
-    processor = IngestProcessor(db)
+    processor = IngestProcessor(db, keybox=keybox)
     last_id = 0
     while True:
         async with db.sessions.begin() as session:
@@ -461,13 +543,11 @@ async def redecode(db: Database, *, collector: str | None = None, batch_size: in
             if not frames:
                 break
             last_id = frames[-1].id
-            decoded = [decode_frame(f.raw, processor._decoder) if f.link == "mbus" else None for f in frames]
-            ok_decoded = [d for d in decoded if d is not None]
-            meters = await processor._meters_for(session, ok_decoded)
+            keys = await processor._keys_for(session, [f.raw for f in frames if f.link == "wmbus"])
+            decoded = [processor.decode_raw(f.link, f.raw, keys) for f in frames]
+            meters = await processor._meters_for(session, decoded)
             now = utcnow()
             for frame, d in zip(frames, decoded, strict=True):
-                if d is None:
-                    continue
                 counts["frames"] += 1
                 await session.execute(delete(Reading).where(Reading.raw_frame_id == frame.id))
                 frame.status = d.status

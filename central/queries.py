@@ -7,10 +7,10 @@ only those on their apartment, and nobody outside the global roles sees unassign
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, false, func, select
+from sqlalchemy import and_, false, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from central.auth import Principal
@@ -43,7 +43,7 @@ def scope_meters(query: Any, who: Principal) -> Any:
     return query.where(false())  # any other role sees nothing
 
 
-def scope_properties(query: Select[Any], who: Principal) -> Select[Any]:
+def scope_properties(query: Any, who: Principal) -> Any:
     if who.sees_all:
         return query
     return query.where(Property.id.in_(who.property_ids or {-1}))
@@ -101,19 +101,53 @@ def meter_dict(
     }
 
 
+# A meter may answer one read-out in several telegrams (more records follow): the latest values are
+# the newest reading of each register within this window before the meter's last reading.
+READOUT_WINDOW = timedelta(minutes=15)
+QUANTITY_ORDER = {
+    q: n
+    for n, q in enumerate(
+        (
+            "energy",
+            "volume",
+            "power",
+            "flow",
+            "flow_temperature",
+            "return_temperature",
+            "temperature_difference",
+        )
+    )
+}
+
+
 async def latest_values(session: AsyncSession, meters: list[Meter]) -> dict[int, list[Reading]]:
-    frame_ids = [m.last_raw_frame_id for m in meters if m.last_raw_frame_id is not None]
+    """The current registers (storage 0, instantaneous) of each meter's latest read-out, main ones first."""
+    recent = [m for m in meters if m.last_reading_at is not None]
     out: dict[int, list[Reading]] = defaultdict(list)
-    for start in range(0, len(frame_ids), 500):
+    for start in range(0, len(recent), 100):
+        chunk = recent[start : start + 100]
         rows = await session.execute(
             select(Reading)
-            .where(Reading.raw_frame_id.in_(frame_ids[start : start + 500]))
+            .where(
+                or_(
+                    *(
+                        and_(Reading.meter_id == m.id, Reading.read_at >= at - READOUT_WINDOW)
+                        for m in chunk
+                        if (at := m.last_reading_at) is not None
+                    )
+                )
+            )
             .where(Reading.storage == 0, Reading.subunit == 0, Reading.function == "instantaneous")
-            .order_by(Reading.meter_id, Reading.id)
+            .order_by(Reading.meter_id, Reading.read_at.desc(), Reading.id)
         )
+        seen: set[tuple[int, str]] = set()
         for r in rows.scalars():
-            if r.quantity not in HIDDEN_QUANTITIES and r.unit:
-                out[r.meter_id].append(r)
+            if r.quantity in HIDDEN_QUANTITIES or not r.unit or (r.meter_id, r.register) in seen:
+                continue
+            seen.add((r.meter_id, r.register))
+            out[r.meter_id].append(r)
+    for values in out.values():
+        values.sort(key=lambda r: (QUANTITY_ORDER.get(r.quantity, 99), r.tariff, len(r.register), r.register))
     return out
 
 

@@ -84,10 +84,11 @@ async def create_user_async(
 async def redecode_async(settings: Settings, collector: str | None = None) -> dict[str, int]:
     from central.db import Database
     from central.ingest import redecode
+    from central.keys import MeterKeyBox
 
     db = await Database.open(settings.effective_database_url)
     try:
-        return await redecode(db, collector=collector)
+        return await redecode(db, collector=collector, keybox=MeterKeyBox(settings.meter_key_file))
     finally:
         await db.close()
 

@@ -119,7 +119,8 @@ class SerialBus:
             # Late answers to an earlier request must not be taken for this one's.
             self._ser.reset_input_buffer()
             self._ser.write(data)
-        except (serial.SerialException, OSError) as exc:
+        except (serial.SerialException, OSError, termios.error) as exc:
+            # termios.error (tcflush on a vanished device) is not an OSError
             self.close()
             raise BusError(f"{self.port}: write failed: {exc}") from exc
         self.bytes_sent += len(data)

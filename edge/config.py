@@ -158,13 +158,33 @@ class BusConfig(_Model):
 
 
 class RadioConfig(_Model):
-    """A wM-Bus receiver stick (listener arrives with the radio issue; validated now)."""
+    """A wM-Bus receiver stick and the radio meters that are ours (see ``edge/radio.py``).
+
+    ``meters`` lists meter ids (8 digits as printed on the meter); the collector's list is the union
+    over all sticks, so a meter heard by another stick is still ours. Everything else heard is
+    counted in the "heard but not ours" survey and not forwarded. ``port`` is "-" (stdin) or a
+    named pipe for ``type = "rtl"``.
+    """
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     port: str = Field(min_length=1, max_length=256)
     type: Literal["imst", "amber", "cul", "rtl"] = "imst"
     link_mode: Literal["T1", "C1", "S1", "C1T1"] = "C1T1"
-    forward_interval_s: int = Field(default=900, ge=10, le=86400)
+    forward_interval_s: int = Field(default=900, ge=1, le=86400)
+    meters: list[str] = Field(default_factory=list, description="radio meter ids, 8 digits")
+
+    @field_validator("meters")
+    @classmethod
+    def _meter_ids(cls, meters: list[str]) -> list[str]:
+        out: list[str] = []
+        for value in meters:
+            ident = str(value).strip().upper()
+            if len(ident) != 8 or any(c not in "0123456789ABCDEF" for c in ident):
+                raise ValueError(f"radio meter id must be 8 digits (hex allowed), got {ident!r}")
+            if ident in out:
+                raise ValueError(f"radio meter {ident} listed twice")
+            out.append(ident)
+        return out
 
 
 class ScheduleConfig(_Model):

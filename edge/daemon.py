@@ -28,7 +28,8 @@ from edge import systemd
 from edge.bus import BusError, SerialBus
 from edge.config import BusConfig, CollectorConfig, ConfigError, load_config
 from edge.outbox import Outbox
-from edge.uplink import MqttConnection, OutboxPublisher, TlsFiles
+from edge.radio import KeysFileError, RadioService, load_meter_keys
+from edge.uplink import Backoff, MqttConnection, OutboxPublisher, TlsFiles
 from protocols.mbus.master import ReadFrame, ReadoutResult
 from protocols.messages import (
     BusPollResult,
@@ -150,6 +151,9 @@ class BusWorker:
         self.lock = asyncio.Lock()
         self.last_poll: BusPollResult | None = None
         self.error: str | None = None
+        # While the port is gone (USB unplugged): the meters a poll could not reach, read on return.
+        self.missed: dict[str, bool] = {}  # address -> billing
+        self.recovery: asyncio.Task[None] | None = None
 
     async def read(self, address: int | str) -> ReadoutResult:
         result: ReadoutResult = await asyncio.to_thread(self.serial.read_meter, address)
@@ -173,6 +177,10 @@ class Collector:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self.polls_done = 0
+        self.radio: RadioService | None = None  # radio listener (edge/radio.py)
+        self.radio_options: dict[str, Any] = {}  # RadioService keyword arguments (tests tune timings)
+        # How often a vanished serial port is looked for again (first, then backing off to the max).
+        self.port_retry_s: tuple[float, float] = (2.0, 60.0)
 
     # -- life cycle ------------------------------------------------------------------------------
 
@@ -206,6 +214,8 @@ class Collector:
         self.connection.on_connected = connected
         self.connection.start()
         self._tasks.append(asyncio.create_task(self.publisher.run(), name="outbox-publisher"))
+        if cfg.radios:
+            await self.start_radio()
         interval = systemd.watchdog_interval_s()
         if interval is not None:
             self._tasks.append(asyncio.create_task(self._watchdog(interval), name="watchdog"))
@@ -261,6 +271,8 @@ class Collector:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self.radio is not None:
+            await self.radio.stop()
         for worker in self.buses.values():
             async with worker.lock:
                 worker.close()
@@ -274,6 +286,28 @@ class Collector:
 
     async def wait_stopped(self) -> None:
         await self._stop.wait()
+
+    async def start_radio(self) -> None:
+        """The radio listener (edge/radio.py): forwards to the outbox as non-billing (bulk) frames."""
+        keys: dict[str, bytes] = {}
+        problem = None
+        if self.config.meter_keys_file is not None:
+            try:
+                keys = load_meter_keys(self.config.meter_keys_file)
+            except KeysFileError as exc:
+                problem = str(exc)
+                log.error("%s: radio telegrams are forwarded undecrypted", exc)
+
+        async def store(messages: list[FrameMessage]) -> None:
+            assert self.outbox is not None
+            await self.outbox.add(messages, billing=False)
+            if self.publisher is not None:
+                self.publisher.wake()
+
+        self.radio = RadioService(self.config.radios, store, keys=keys, **self.radio_options)
+        if problem is not None:
+            self.radio.problems.append(problem)
+        await self.radio.start()
 
     async def _watchdog(self, interval: float) -> None:
         while True:
@@ -298,17 +332,18 @@ class Collector:
         read = failed = 0
         meters = [m for m in worker.config.meters if addresses is None or m.address in addresses]
         async with worker.lock:
-            for meter in meters:
+            for index, meter in enumerate(meters):
                 try:
                     result = await worker.read(meter.primary if meter.primary is not None else meter.address)
                 except BusError as exc:
-                    worker.error = str(exc)
-                    log.error("bus %s: %s", worker.config.name, exc)
                     failed += len(meters) - read - failed
+                    self._port_lost(worker, exc, [m.address for m in meters[index:]], billing)
                     break
+                worker.missed.pop(meter.address, None)
                 if worker.error is not None:
                     log.info("bus %s: port %s is back", worker.config.name, worker.config.port)
                     worker.error = None
+                    self._spawn(self.publish_status())
                 # Commit what this meter gave before talking to the next one: a crash loses nothing.
                 await self.outbox.add(frame_messages(worker.config, result), billing=billing)
                 if self.publisher is not None:
@@ -329,6 +364,43 @@ class Collector:
         worker.last_poll = poll
         log.info("bus %s: %d meter(s) read, %d failed in %.1f s", poll.bus, read, failed, poll.duration_s)
         return poll
+
+    def _port_lost(self, worker: BusWorker, exc: BusError, missed: list[str], billing: bool) -> None:
+        """The serial port failed: raise the alarm now, and look for the port until it is back."""
+        if worker.error is None:
+            log.error("bus %s: %s", worker.config.name, exc)
+            self._spawn(self.publish_status())  # central hears of it now, not at the next heartbeat
+        worker.error = str(exc)
+        for address in missed:
+            worker.missed[address] = worker.missed.get(address, False) or billing
+        if worker.recovery is None or worker.recovery.done():
+            worker.recovery = asyncio.create_task(self._recover_port(worker), name=f"recover {worker.config.name}")
+            self._tasks.append(worker.recovery)
+            worker.recovery.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
+
+    async def _recover_port(self, worker: BusWorker) -> None:
+        """Reopen a vanished port with backoff; once it is back, read the meters the poll missed."""
+        backoff = Backoff(initial_s=self.port_retry_s[0], maximum_s=self.port_retry_s[1])
+        while True:
+            await asyncio.sleep(backoff.next())
+            async with worker.lock:
+                try:
+                    await asyncio.to_thread(worker.serial.open)
+                except BusError as exc:
+                    worker.error = str(exc)
+                    continue
+            break
+        log.info("bus %s: port %s is back; reading %d missed meter(s)", worker.config.name,
+                 worker.config.port, len(worker.missed))
+        worker.error = None
+        worker.recovery = None
+        missed = dict(worker.missed)
+        if missed:
+            for billing in (True, False):
+                addresses = [a for a, b in missed.items() if b is billing]
+                if addresses:
+                    await self.poll_bus(worker, billing=billing, addresses=addresses)
+        await self.publish_status()
 
     # -- health ----------------------------------------------------------------------------------
 
@@ -351,7 +423,9 @@ class Collector:
             disk_free_bytes=disk_free,
             cpu_temp_c=cpu_temperature_c(),
             version=self.version,
-            alarms=alarms,
+            alarms=alarms + (self.radio.alarms() if self.radio is not None else []),
+            radio_telegrams_per_min=self.radio.telegrams_per_min() if self.radio is not None else None,
+            radio_not_ours=self.radio.not_ours() if self.radio is not None else [],
         )
 
     async def publish_status(self) -> None:
@@ -443,6 +517,7 @@ class Collector:
                 for b in cfg.buses
             ],
             "radios": [r.model_dump(mode="json") for r in cfg.radios],
+            "radio_listener": self.radio.report() if self.radio is not None else None,
             "outbox": {"depth": stats.depth, "bytes": stats.size_bytes, "dropped": stats.dropped_total,
                        "next_sequence": stats.next_sequence},
         }
@@ -456,6 +531,8 @@ class Collector:
             raise ValueError("collector id, MQTT or outbox settings changed: restart the service to apply")
         for name in list(self.buses):
             worker = self.buses[name]
+            if worker.recovery is not None:
+                worker.recovery.cancel()
             async with worker.lock:
                 worker.close()
         self.buses = {b.name: BusWorker(b) for b in new.buses}

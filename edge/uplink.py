@@ -269,6 +269,7 @@ class OutboxPublisher:
         batch_max_frames: int = 100,
         max_inflight: int = 10,
         resend_after_s: float = 120.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.collector = collector
         self.outbox = outbox
@@ -276,13 +277,25 @@ class OutboxPublisher:
         self.batch_max_frames = batch_max_frames
         self.max_inflight = max_inflight
         self.resend_after_s = resend_after_s
+        # Injected so tests can let days pass during a broker outage without waiting for them.
+        self.clock = clock
         self._inflight: dict[int, tuple[list[int], float]] = {}
         self._acks: deque[int] = deque()
         self._wake = asyncio.Event()
         self.published_frames = 0
         self.acked_frames = 0
         connection.on_ack = self._ack
-        connection.on_connected = self.wake
+        connection.on_connected = self._connected
+
+    def _connected(self) -> None:
+        # paho re-sends every unacknowledged QoS 1 message (same mid) right after a reconnect, so
+        # the resend clock of what is in flight starts again now. Counting the outage itself would
+        # make the safety net below publish those rows a second time after any outage longer than
+        # ``resend_after_s``: a duplicate at central for every long outage.
+        now = self.clock()
+        for mid, (seqs, _sent) in list(self._inflight.items()):
+            self._inflight[mid] = (seqs, now)
+        self.wake()
 
     def wake(self) -> None:
         """New rows in the outbox, or the link came up: look for work."""
@@ -304,11 +317,15 @@ class OutboxPublisher:
         self._wake.set()
 
     async def _fill(self) -> None:
-        now = time.monotonic()
-        # Safety net: a batch not acknowledged long after being sent is sent again (central
-        # de-duplicates on the sequence numbers, so a duplicate costs bandwidth, never a reading).
+        if not self.connection.connected.is_set():
+            return  # an outage is no reason to give up on what is in flight: paho re-sends it
+        now = self.clock()
+        # Safety net: a batch not acknowledged long after being sent on a live link is sent again
+        # (central de-duplicates on the sequence numbers: a duplicate costs bandwidth, never a reading).
         for mid, (_seqs, sent) in list(self._inflight.items()):
             if now - sent > self.resend_after_s:
+                log.warning("batch mid %d not acknowledged after %.0f s: publishing its frames again",
+                            mid, now - sent)
                 del self._inflight[mid]
         while self.connection.connected.is_set() and len(self._inflight) < self.max_inflight:
             items = await self.outbox.peek(self.batch_max_frames, exclude=self._inflight_sequences())
@@ -327,7 +344,7 @@ class OutboxPublisher:
             )
             mid = self.connection.publish(frames_topic(self.collector), payload, qos=1)
             # No await between publish and this line: the ack callback cannot run before it.
-            self._inflight[mid] = ([i.sequence for i in items], time.monotonic())
+            self._inflight[mid] = ([i.sequence for i in items], self.clock())
             self.published_frames += len(items)
 
     def _ack(self, mid: int) -> None:

@@ -122,6 +122,20 @@ class BusPollResult(_Message):
     meters_failed: int
 
 
+class RadioHeard(_Message):
+    """A radio meter the collector hears that is not in its list ("heard but not ours" survey)."""
+
+    id: str = Field(max_length=16)
+    manufacturer: str = Field(max_length=3)
+    version: int = Field(ge=0, le=255)
+    device_type: int = Field(ge=0, le=255)
+    count: int = Field(ge=0, description="telegrams heard")
+    last_heard: datetime
+    rssi: int | None = Field(default=None, description="best RSSI heard, dBm")
+    link_mode: str | None = Field(default=None, max_length=8)
+    sticks: list[str] = Field(default_factory=list)
+
+
 class CollectorStatus(_Message):
     """Payload of ``imd/v1/<collector>/status`` (retained; the last will says offline)."""
 
@@ -138,6 +152,9 @@ class CollectorStatus(_Message):
     cpu_temp_c: float | None = None
     version: str | None = None
     alarms: list[str] = Field(default_factory=list, description="e.g. outbox overflow, serial port gone")
+    radio_not_ours: list[RadioHeard] = Field(
+        default_factory=list, description="radio meters heard that are not ours, strongest first (at most 50)"
+    )
 
 
 class CommandName(StrEnum):

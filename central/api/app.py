@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from central.api.commands import router as commands_router
 from central.api.deps import CentralState
 from central.api.faults import router as faults_router
+from central.api.meters_admin import router as meters_admin_router
 from central.api.routes import router as api_router
 from central.auth import ensure_demo_user
 from central.config import Settings
@@ -36,7 +37,7 @@ async def central_state(settings: Settings, *, start_ingest: bool = True) -> Asy
         )
         if settings.demo:
             await ensure_demo_user(db)
-        state.processor = IngestProcessor(db)
+        state.processor = IngestProcessor(db, keybox=state.keybox)
         _attach_checks(state)
         if start_ingest and settings.mqtt_url:
             state.ingest = MqttIngest(
@@ -85,6 +86,7 @@ def create_app(settings: Settings, *, start_ingest: bool = True) -> FastAPI:
     app.include_router(api_router)
     app.include_router(faults_router)
     app.include_router(commands_router)
+    app.include_router(meters_admin_router)
     from central.web.views import mount
 
     mount(app)

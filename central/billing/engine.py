@@ -170,6 +170,8 @@ def _pieces(point: MeterPoint, cuts: list[date], price_cuts: set[date], run: _Ru
 
 
 def _span_views(pieces: list[_Piece]) -> tuple[SpanView, ...]:
+    if len(pieces) == 1 and len(pieces[0].hard.spans) == 1:
+        return (_view(pieces[0].point.id, pieces[0].hard.spans[0]),)
     seen: dict[tuple[str, str, datetime], SpanView] = {}
     for piece in pieces:
         for span in piece.hard.spans:
@@ -207,7 +209,22 @@ class _Flags:
 _NO_FLAGS = _Flags("", False, False, None, None, False, None)
 
 
+_PLAIN_FLAGS = {src: _Flags(src, False, False, None, None, False, None) for src in _SOURCE_RANK}
+
+
 def _flags(pieces: list[_Piece], inp: BillingInput) -> _Flags:
+    if len(pieces) == 1:
+        # The common case: one piece read (or interpolated) at both ends, nothing estimated or held.
+        p = pieces[0]
+        if p.split_days is None and not p.hard.estimated and not p.point.blocking_faults:
+            source = "remote"
+            for span in p.hard.spans:
+                for src in (span.start.source, span.end.source):
+                    if _SOURCE_RANK.get(src, 4) > _SOURCE_RANK[source]:
+                        source = src
+            plain = _PLAIN_FLAGS.get(source)
+            if plain is not None:
+                return plain
     source = "remote"
     method: str | None = None
     reason: str | None = None
@@ -496,10 +513,15 @@ def _medium(
                 )
             notes.append(f"point {point_id} held: {miss.reason}")
         for seg in metered:
-            by_point: dict[tuple[str, date], list[_Piece]] = defaultdict(list)
-            for piece in seg_pieces[seg.key]:
-                by_point[(piece.point.id, piece.start)].append(piece)
-            for (point_id, start), group in sorted(by_point.items()):
+            seg_list = seg_pieces[seg.key]
+            if len(seg_list) == 1:  # one meter point, no price change: nothing to group
+                groups = [((seg_list[0].point.id, seg_list[0].start), seg_list)]
+            else:
+                by_point: dict[tuple[str, date], list[_Piece]] = defaultdict(list)
+                for piece in seg_list:
+                    by_point[(piece.point.id, piece.start)].append(piece)
+                groups = sorted(by_point.items())
+            for (point_id, start), group in groups:
                 price = _price_at(cfg.prices, start)
                 if price is None:
                     stops.append(StopReason("missing_price", cfg.medium, f"no price valid on {start}", False))

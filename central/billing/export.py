@@ -256,11 +256,10 @@ def _writer(col: Column, profile: Profile) -> Callable[[Any], str]:
         value = get(obj)
         t = type(value)
         if t is str:
-            if codes is not None:
-                value = codes.get(value, value)
-            if excel and value:
-                return '="' + value.replace('"', '""') + '"'
-            return value
+            text: str = codes.get(value, value) if codes is not None else value
+            if excel and text:
+                return '="' + text.replace('"', '""') + '"'
+            return text
         if value is None:
             return ""
         if t is Decimal:
@@ -268,7 +267,7 @@ def _writer(col: Column, profile: Profile) -> Callable[[Any], str]:
                 value = value.quantize(step, rounding="ROUND_HALF_UP")
             return f"{value:f}".replace(".", sep)
         if t is date and iso:
-            return value.isoformat()
+            return str(value.isoformat())
         return _text(value, col, profile, col.field)
 
     return write

@@ -79,19 +79,25 @@ def allocate(total: Decimal, weights: Sequence[tuple[K, Decimal]], step: Decimal
     weight_sum = sum(ints)
     if weight_sum == 0:
         raise ValueError("all weights are zero")
+    if len(weights) == 1:
+        return {weights[0][0]: step * (sign * units)}
     base: dict[K, int] = {}
-    remainders: list[tuple[int, tuple[str, str], K]] = []
+    rests: list[int] = []
     for (key, _), w in zip(weights, ints, strict=True):
         if key in base:
             raise ValueError(f"key {key!r} given twice")
         whole, rest = divmod(units * w, weight_sum)
         base[key] = whole
-        remainders.append((-rest, _sort_key(key), key))
+        rests.append(rest)
     missing = units - sum(base.values())
-    # Largest remainder first; among equal remainders the smallest key first.
-    remainders.sort(key=lambda item: (item[0], item[1]))
-    for _, _, key in remainders[:missing]:
-        base[key] += 1
+    if missing:
+        # Largest remainder first; among equal remainders the smallest key first.
+        order = sorted(
+            ((-rest, _sort_key(key), key) for (key, _), rest in zip(weights, rests, strict=True)),
+            key=lambda item: (item[0], item[1]),
+        )
+        for _, _, key in order[:missing]:
+            base[key] += 1
     return {key: step * (sign * base[key]) for key, _ in weights}
 
 

@@ -52,6 +52,8 @@ class LineKind(StrEnum):
     COMMON = "common"  # fördelning: main-meter difference carried by the property
     CREDIT = "credit"
     REBILL = "rebill"
+    ACONTO = "aconto"  # a fixed advance per month, settled by the yearly reconciliation
+    RECONCILIATION = "reconciliation"  # the year's actual charge minus the advances paid
 
 
 class Payer(StrEnum):

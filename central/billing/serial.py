@@ -71,29 +71,38 @@ def _encode(value: Any) -> str:
     return enc(value)
 
 
+def _encode_seq(v: list[Any] | tuple[Any, ...]) -> str:
+    # Sequences are mostly of one type (readings, points): look its encoder up once.
+    if not v:
+        return "[]"
+    first = type(v[0])
+    enc = _ENCODERS.get(first)
+    if enc is None:
+        enc = _ENCODERS[first] = _encoder_for(first)
+    return "[" + ",".join([enc(x) if type(x) is first else _encode(x) for x in v]) + "]"
+
+
 def _encode_dict(v: dict[Any, Any]) -> str:
     items = sorted(((str(k), x) for k, x in v.items()), key=lambda kx: kx[0])
     return "{" + ",".join([_quote(k) + ":" + _encode(x) for k, x in items]) + "}"
 
 
 def _dataclass_encoder(cls: type) -> _Encoder:
-    """An encoder written for ``cls``'s fields (sorted, as sort_keys would), with the common field
-    types (str, Decimal, None) inlined: a run hashes hundreds of thousands of readings."""
-    body = ["def enc(v):", "    p = []"]
+    """An encoder written for ``cls``'s fields (sorted, as sort_keys would) as one expression, with
+    the common field types (str, Decimal, datetime, None) inlined: a run hashes every reading."""
+    parts = []
     for i, name in enumerate(sorted(_field_names(cls))):
         key = ("{" if i == 0 else ",") + _quote(name) + ":"
-        body += [
-            f"    x = v.{name}",
-            "    t = type(x)",
-            f"    if t is str: p.append({key!r} + q(x))",
-            f"    elif t is D: p.append({key!r} + '\"' + x.__format__('f') + '\"')",
-            f"    elif t is DT: p.append({key!r} + '\"' + x.isoformat() + '\"')",
-            f"    elif x is None: p.append({key!r} + 'null')",
-            f"    else: p.append({key!r} + e(x))",
-        ]
-    body.append("    return ''.join(p) + '}' if p else '{}'")
+        x = f"v.{name}"
+        parts.append(
+            f"{key!r} + (q(x) if (t := type(x := {x})) is str"
+            " else '\"' + x.__format__('f') + '\"' if t is D"
+            " else '\"' + x.isoformat() + '\"' if t is DT"
+            " else 'null' if x is None else e(x))"
+        )
+    body = " + ".join(parts) + " + '}'" if parts else "'{}'"
     scope: dict[str, Any] = {"q": _quote, "D": Decimal, "DT": datetime, "e": _encode}
-    exec("\n".join(body), scope)  # noqa: S102 - our own generated code from field names
+    exec(f"def enc(v):\n    return {body}\n", scope)  # noqa: S102 - our own code from field names
     enc: _Encoder = scope["enc"]
     return enc
 
@@ -104,7 +113,7 @@ def _encoder_for(cls: type) -> _Encoder:
     if cls is type(None):
         return lambda v: "null"
     if issubclass(cls, Enum):
-        texts = {member: _encode(member.value) for member in cls}  # type: ignore[var-annotated]
+        texts = {member: _encode(member.value) for member in cls}
         return texts.__getitem__
     if cls is str:
         return _quote
@@ -117,7 +126,7 @@ def _encoder_for(cls: type) -> _Encoder:
     if dataclasses.is_dataclass(cls):
         return _dataclass_encoder(cls)
     if issubclass(cls, list | tuple):
-        return lambda v: "[" + ",".join([_encode(x) for x in v]) + "]"
+        return _encode_seq
     if issubclass(cls, dict):
         return _encode_dict
     if issubclass(cls, str):

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from central.db import Database
@@ -43,6 +43,18 @@ class Finding:
     message: str
     evidence: dict[str, Any]
     severity: str | None = None  # None: the rule's default
+
+
+READOUT_WINDOW = timedelta(minutes=15)
+
+
+@dataclass(frozen=True, slots=True)
+class _FlagRecord:
+    """The parts of a decoded record ``meter_flags`` reads, rebuilt from a stored reading."""
+
+    dif_vif: bytes
+    value: int
+    storage: int
 
 
 @dataclass(slots=True)
@@ -94,22 +106,46 @@ class MeterContext:
             return []
         return await self.series(main[0], main[1], since)
 
-    async def latest_values(self) -> dict[str, Decimal]:
-        """quantity -> value of the current registers in the meter's latest frame."""
-        if "latest" not in self._cache:
-            values: dict[str, Decimal] = {}
-            if self.meter.last_raw_frame_id is not None:
+    async def readout(self) -> list[Reading]:
+        """Current registers (storage 0) of the latest read-out, newest per register; a read-out may
+        span several telegrams received within a few minutes."""
+        if "readout" not in self._cache:
+            latest: dict[str, Reading] = {}
+            if self.meter.last_reading_at is not None:
                 rows = await self.session.execute(
                     select(Reading)
-                    .where(Reading.raw_frame_id == self.meter.last_raw_frame_id)
-                    .where(Reading.storage == 0, Reading.tariff == 0, Reading.subunit == 0)
-                    .where(Reading.function == "instantaneous")
-                    .order_by(Reading.id)
+                    .where(Reading.meter_id == self.meter.id, Reading.storage == 0)
+                    .where(Reading.read_at >= self.meter.last_reading_at - READOUT_WINDOW)
+                    .order_by(Reading.read_at.desc(), Reading.id)
                 )
                 for r in rows.scalars():
-                    values.setdefault(r.quantity, r.value)
-            self._cache["latest"] = values
-        return self._cache["latest"]  # type: ignore[no-any-return]
+                    latest.setdefault(r.register, r)
+            self._cache["readout"] = sorted(latest.values(), key=lambda r: (len(r.register), r.register))
+        return self._cache["readout"]  # type: ignore[no-any-return]
+
+    async def latest_values(self) -> dict[str, Decimal]:
+        """quantity -> value of the current plain registers of the latest read-out."""
+        values: dict[str, Decimal] = {}
+        for r in await self.readout():
+            if r.tariff == 0 and r.subunit == 0 and r.function == "instantaneous":
+                values.setdefault(r.quantity, r.value)
+        return values
+
+    async def flags(self) -> tuple[str, ...]:
+        """Named flags of the latest read-out: status byte and the manufacturer's status registers."""
+        from protocols.wmbus.status import meter_flags
+
+        records = [
+            _FlagRecord(bytes.fromhex(r.register), int(r.value), r.storage)
+            for r in await self.readout()
+            if r.value == r.value.to_integral_value()
+        ]
+        return meter_flags(
+            self.meter.manufacturer,
+            self.meter.device_type or 0,
+            self.meter.last_status or 0,
+            records,  # type: ignore[arg-type]
+        )
 
     async def latest_telegram(self) -> Any:
         """The meter's latest frame decoded again (dates and flags are not stored as readings)."""
@@ -273,9 +309,12 @@ async def run_meter_checks(
     report = CheckReport()
     selected = _selected(rules, "meter")
     async with db.sessions() as session:
-        query = select(Meter.id).where(Meter.removed_at.is_(None)).order_by(Meter.id)
+        query = select(Meter.id).order_by(Meter.id)
         if meter_ids is not None:
             query = query.where(Meter.id.in_(list(meter_ids)))
+        else:
+            # Removed meters stay under watch for a while: frames after removal are a finding.
+            query = query.where(or_(Meter.removed_at.is_(None), Meter.removed_at > now - timedelta(days=90)))
         ids = list((await session.execute(query)).scalars())
     for start in range(0, len(ids), chunk):
         async with db.sessions.begin() as session:
@@ -292,6 +331,8 @@ async def run_meter_checks(
                     if r.media is not None and meter.medium not in r.media:
                         continue
                     params = {**r.params, **((overrides or {}).get(r.name, {}))}
+                    if params.get("enabled", True) is False:
+                        continue
                     try:
                         finding = await r.evaluate(ctx, params)
                     except Exception:
@@ -318,6 +359,8 @@ async def run_collector_checks(
             ctx = CollectorContext(session, collector, now)
             for r in _selected(None, "collector"):
                 params = {**r.params, **((overrides or {}).get(r.name, {}))}
+                if params.get("enabled", True) is False:
+                    continue
                 await _apply(
                     session, r, await r.evaluate(ctx, params), report, now, collector_id=collector.id
                 )
@@ -397,10 +440,13 @@ def attach(state: Any) -> None:
     scheduler.start()
 
 
-# Demo mode polls every minute and runs the simulator faster than real time: gaps are minutes.
+# Demo mode polls every minute and the simulator runs its meters faster than real time: gaps are
+# minutes, and the meters' clocks and consumption rates are not comparable with wall-clock time.
 DEMO_OVERRIDES: dict[str, dict[str, Any]] = {
     "communication_gap": {"hours": 0.1},
     "collector_offline": {"hours": 0.1},
+    "wrong_clock": {"enabled": False},
+    "spike": {"enabled": False},
 }
 
 

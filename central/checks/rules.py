@@ -17,18 +17,6 @@ from central.checks import CollectorContext, Finding, MeterContext, rule
 
 WATER = ("hot_water", "cold_water")
 
-# EN 13757-3 status byte: bits 0-1 application state, bit 2 power low, bit 3 permanent error,
-# bit 4 temporary error (bits 5-7 are manufacturer specific and not judged here).
-APPLICATION_STATE = {
-    1: ("application busy", "info"),
-    2: ("application error", "warning"),
-    3: ("abnormal condition / alarm", "warning"),
-}
-STATUS_BITS = {
-    0x04: ("power low (battery)", "warning"),
-    0x08: ("permanent error", "critical"),
-    0x10: ("temporary error", "warning"),
-}
 SEVERITY_ORDER = {"info": 0, "warning": 1, "critical": 2}
 
 
@@ -44,6 +32,8 @@ def _hours(delta: timedelta) -> float:
 async def communication_gap(ctx: MeterContext, p: Mapping[str, Any]) -> Finding | None:
     """No frame from the meter for longer than `hours` (per medium in `hours_by_medium`); a meter that
     never answered counts from its installation."""
+    if ctx.meter.removed_at is not None and ctx.meter.removed_at <= ctx.now:
+        return None  # a removed meter is expected to fall silent
     limit = float(p["hours_by_medium"].get(ctx.meter.medium, p["hours"]))
     last = ctx.meter.last_frame_at or ctx.meter.installed_at
     if last is None or ctx.now - last <= timedelta(hours=limit):
@@ -58,27 +48,29 @@ async def communication_gap(ctx: MeterContext, p: Mapping[str, Any]) -> Finding 
     )
 
 
-@rule("device_status", severity="warning")
+# Named flags (protocols.wmbus.status.meter_flags) -> severity; unknown flags are warnings.
+FLAG_SEVERITY = {
+    "busy": "info",
+    "permanent_error": "critical",
+    "burst": "critical",
+    "sensor_error": "critical",
+    "v1_communication_error": "critical",
+    "v2_communication_error": "critical",
+}
+
+
+@rule("device_status", severity="warning", params={"ignore": ["busy"]})
 async def device_status(ctx: MeterContext, p: Mapping[str, Any]) -> Finding | None:
-    """Error bits in the latest telegram: status byte (application error, power low, permanent or
-    temporary error) and a non-zero error-flags record."""
-    problems: list[str] = []
-    severity = "info"
-    status = ctx.meter.last_status or 0
-    state = APPLICATION_STATE.get(status & 0x03)
-    found = [state] if state else []
-    found += [desc for bit, desc in STATUS_BITS.items() if status & bit]
-    flags = (await ctx.latest_values()).get("error_flags")
-    if flags:
-        found.append((f"error flags 0x{int(flags):X}", "warning"))
-    for text, sev in found:
-        problems.append(text)
-        severity = max(severity, sev, key=SEVERITY_ORDER.__getitem__)
-    if not problems:
+    """The meter reports a problem itself in its latest read-out: status byte (application error,
+    power low, permanent or temporary error) and the manufacturer's status register where its bits
+    are public (leak, burst, dry, reverse flow, sensor errors), or a non-zero error-flags record."""
+    flags = [f for f in await ctx.flags() if f not in p["ignore"]]
+    if not flags:
         return None
+    severity = max((FLAG_SEVERITY.get(f, "warning") for f in flags), key=SEVERITY_ORDER.__getitem__)
     return Finding(
-        "; ".join(problems),
-        {"status_byte": status, "error_flags": flags, "raw_frame_id": ctx.meter.last_raw_frame_id},
+        ", ".join(f.replace("_", " ") for f in flags),
+        {"flags": flags, "status_byte": ctx.meter.last_status, "raw_frame_id": ctx.meter.last_raw_frame_id},
         severity,
     )
 
@@ -106,11 +98,18 @@ async def register_backwards(ctx: MeterContext, p: Mapping[str, Any]) -> Finding
     return None
 
 
-@rule("stuck_register", severity="warning", params={"days": 14.0, "min_readings": 3})
+@rule(
+    "stuck_register",
+    severity="warning",
+    media=("hot_water", "cold_water", "electricity"),
+    params={"days": 14.0, "min_readings": 3, "require_tenant": False},
+)
 async def stuck_register(ctx: MeterContext, p: Mapping[str, Any]) -> Finding | None:
-    """The billing register has not moved for `days` although the apartment is let (has a tenant);
-    meters without a tenant reference or apartment are not judged."""
-    if ctx.apartment is None or not ctx.apartment.tenant_ref:
+    """The billing register of an apartment's water or electricity meter has not moved for `days`;
+    an occupied home always uses some. With `require_tenant` only apartments with a tenant reference
+    are judged (rental properties; a cooperative's apartments have none). Heat is left out: no heat
+    use in summer is normal."""
+    if ctx.apartment is None or (p["require_tenant"] and not ctx.apartment.tenant_ref):
         return None
     series = await ctx.main_series(ctx.now - timedelta(days=float(p["days"]) * 1.5))
     if len(series) < int(p["min_readings"]):
@@ -176,9 +175,10 @@ async def continuous_flow(ctx: MeterContext, p: Mapping[str, Any]) -> Finding | 
 )
 async def spike(ctx: MeterContext, p: Mapping[str, Any]) -> Finding | None:
     """Consumption between the last two readings faster than physically possible for an apartment
-    meter (m3/h for water, Wh/h for energy), e.g. a corrupted or swapped register."""
+    meter (m3/h for water, Wh/h for energy), e.g. a corrupted or swapped register. A parameter
+    `enabled: false` (any rule) switches a rule off."""
     limit = p["max_rate_per_hour"].get(ctx.meter.medium)
-    if limit is None:
+    if limit is None or ctx.apartment is None:  # the limits are for apartment meters, not main meters
         return None
     series = await ctx.main_series(ctx.now - timedelta(days=7))
     if len(series) < 2:
@@ -303,3 +303,73 @@ async def collector_offline(ctx: CollectorContext, p: Mapping[str, Any]) -> Find
             {"last_seen_at": c.last_seen_at, "limit_hours": p["hours"]},
         )
     return None
+
+
+@rule("after_removal", severity="warning")
+async def after_removal(ctx: MeterContext, p: Mapping[str, Any]) -> Finding | None:
+    """Frames keep arriving from a meter after its removal date: the replacement was not registered,
+    or the wrong meter was marked removed."""
+    removed = ctx.meter.removed_at
+    last = ctx.meter.last_frame_at
+    if removed is None or last is None or last <= removed:
+        return None
+    return Finding(
+        f"frame at {last:%Y-%m-%d %H:%M} after removal on {removed:%Y-%m-%d}",
+        {"removed_at": removed, "last_frame_at": last, "raw_frame_id": ctx.meter.last_raw_frame_id},
+    )
+
+
+@rule(
+    "sum_check",
+    severity="warning",
+    params={"days": 30.0, "max_loss": "0.15", "min_loss": "-0.02", "min_main_consumption": "1"},
+)
+async def sum_check(ctx: MeterContext, p: Mapping[str, Any]) -> Finding | None:
+    """A property's main meter against the sum of the apartment meters of the same medium over the
+    last `days`: the share lost between them must lie between `min_loss` and `max_loss` (pipe losses,
+    common areas); outside the band a sub-meter or the main meter is wrong."""
+    from sqlalchemy import select
+
+    from central.consumption import consumption
+    from central.models import Meter, MeterPoint
+
+    meter = ctx.meter
+    if ctx.apartment is not None or meter.meter_point_id is None or meter.medium not in MAIN_MEDIA:
+        return None
+    point = await ctx.session.get(MeterPoint, meter.meter_point_id)
+    if point is None or point.apartment_id is not None:
+        return None
+    start, end = ctx.now - timedelta(days=float(p["days"])), ctx.now
+    main = await consumption(ctx.session, meter, start, end, max_gap_days=float(p["days"]))
+    if main["consumption"] is None or Decimal(main["consumption"]) < Decimal(p["min_main_consumption"]):
+        return None
+    subs = (
+        await ctx.session.execute(
+            select(Meter)
+            .join(MeterPoint, Meter.meter_point_id == MeterPoint.id)
+            .where(MeterPoint.property_id == point.property_id, MeterPoint.apartment_id.is_not(None))
+            .where(Meter.medium == meter.medium, Meter.removed_at.is_(None))
+        )
+    ).scalars()
+    total = Decimal(0)
+    missing: list[str] = []
+    for sub in subs:
+        part = await consumption(ctx.session, sub, start, end, max_gap_days=float(p["days"]))
+        if part["consumption"] is None:
+            missing.append(sub.serial)
+        else:
+            total += Decimal(part["consumption"])
+    if missing:
+        return None  # the communication checks report those; a partial sum proves nothing
+    main_total = Decimal(main["consumption"])
+    loss = (main_total - total) / main_total
+    if Decimal(p["min_loss"]) <= loss <= Decimal(p["max_loss"]):
+        return None
+    return Finding(
+        f"main meter {main_total} vs sub-meters {total}: loss {loss:.1%} outside "
+        f"{Decimal(p['min_loss']):.0%}..{Decimal(p['max_loss']):.0%}",
+        {"main": str(main_total), "sub_meters": str(total), "loss": str(loss.quantize(Decimal("0.0001")))},
+    )
+
+
+MAIN_MEDIA = frozenset({"heat", "hot_water", "cold_water", "electricity"})

@@ -34,12 +34,26 @@ MEDIUM_LABELS = {
 }
 
 
+QUANTITY_LABELS = {
+    "energy": "Energi",
+    "volume": "Volym",
+    "power": "Effekt",
+    "flow": "Flöde",
+    "flow_temperature": "Framledning",
+    "return_temperature": "Retur",
+    "temperature_difference": "Temperaturdifferens",
+    "voltage": "Spänning",
+    "current": "Ström",
+}
+
+
 def _fmt_time(value: Any) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "–"
 
 
 templates.env.filters["fmt_time"] = _fmt_time
 templates.env.globals["medium_label"] = lambda m: MEDIUM_LABELS.get(m, m)
+templates.env.globals["quantity_label"] = lambda q: QUANTITY_LABELS.get(q, q.replace("_", " "))
 
 
 def mount(app: FastAPI) -> None:

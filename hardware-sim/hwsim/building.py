@@ -17,6 +17,7 @@ from hwsim.meters import (
     KamstrupMultical603,
     Meter,
 )
+from hwsim.radio import RADIO_PROFILES, RadioMeter, make_radio_meters, radio_key
 from protocols.site import SiteApartment, SiteBuilding, SiteExport, SiteMeter, SiteProperty
 
 MAX_PER_BUS = 250
@@ -53,12 +54,19 @@ class SimBuilding:
     meters: list[Meter]
     apartments: list[SimApartment]
     faults: FaultBook
+    # radio (hwsim/radio.py): the stick type and name, our radio meters and the neighbours' ones
+    stick_type: str | None = None
+    radio_stick: str | None = None
+    radio: list[RadioMeter] = field(default_factory=list)
+    neighbours: list[RadioMeter] = field(default_factory=list)
 
     def buses(self) -> dict[str, list[Meter]]:
+        """Wired buses only; radio meters are heard by the stick (see ``radio``)."""
         out: dict[str, list[Meter]] = {}
         by_id = {m.ident: m for m in self.meters}
         for sm in self.site.meters:
-            out.setdefault(sm.bus, []).append(by_id[int(sm.id)])
+            if sm.link == "mbus":
+                out.setdefault(sm.bus, []).append(by_id[int(sm.id)])
         return out
 
     def meter(self, ident: int | str) -> Meter:
@@ -69,8 +77,11 @@ class SimBuilding:
         raise KeyError(f"no meter {ident}")
 
     def describe(self) -> list[str]:
+        def where(sm: SiteMeter) -> str:
+            return f"addr {sm.primary_address or 0:3d}" if sm.link == "mbus" else "radio   "
+
         return [
-            f"{sm.bus:6} addr {sm.primary_address or 0:3d}  {sm.id} {sm.manufacturer} "
+            f"{sm.bus:6} {where(sm)}  {sm.id} {sm.manufacturer} "
             f"v{sm.version:02X} type {sm.device_type:02X}  {sm.medium.value:<16} "
             f"apt {sm.apartment or '-':>10}  {sm.model}"
             for sm in self.site.meters
@@ -107,12 +118,20 @@ def build_building(
     main_meter: bool = True,
     bus_prefix: str = "mbus",
     property_id: str | None = None,
+    radio: str | None = None,
+    radio_stick: str = "radio0",
+    neighbours: int = 0,
+    radio_interval_s: float | None = None,
 ) -> SimBuilding:
     """A deterministic property with ``apartments`` apartments over ``buildings`` buildings.
 
     Every apartment has heat, hot water, cold water and electricity meters (and a room temperature
     sensor when ``room_sensors``); each building may have a main heat meter. Primary addresses run
     1..250 per bus; more meters spill onto the next bus (``mbus1``...). Same seed, same property.
+
+    ``radio`` (a stick type, ``"imst"`` or ``"amber"``) makes the water meters radio meters heard
+    by the stick ``radio_stick`` (``link="wmbus"`` in the export, with their AES keys), and adds
+    ``neighbours`` radio meters of the house next door that the stick hears but that are not ours.
     """
     if apartments < 1 or buildings < 1:
         raise ValueError("need at least one apartment and one building")
@@ -142,12 +161,34 @@ def build_building(
     per_floor = 3 if apartments <= 12 else 4
     address = 0
     n = 0
+    wired = 0
+    radio_keys: dict[int, bytes] = {}
 
     def add(meter: Meter, apartment: str | None) -> None:
-        nonlocal address
+        nonlocal address, wired
         meter.faults = faults
         meters.append(meter)
-        bus = f"{bus_prefix}{(len(meters) - 1) // MAX_PER_BUS}"
+        # radio meters (hwsim/radio.py) take no primary address and no place on a wired bus
+        if radio is not None and type(meter) in RADIO_PROFILES:
+            key = radio_keys[meter.ident] = radio_key(seed, meter.ident)
+            site_meters.append(
+                SiteMeter(
+                    id=f"{meter.ident:08d}",
+                    manufacturer=meter.manufacturer,
+                    version=meter.version,
+                    device_type=meter.device_type,
+                    medium=meter.medium,
+                    apartment=apartment,
+                    model=meter.model.replace(" (M-Bus)", "") + " (wM-Bus)",
+                    link="wmbus",
+                    bus=radio_stick,
+                    key=key.hex().upper(),
+                )
+            )
+            return
+        wired += 1
+        meter.primary_address = (wired - 1) % MAX_PER_BUS + 1
+        bus = f"{bus_prefix}{(wired - 1) // MAX_PER_BUS}"
         site_meters.append(
             SiteMeter(
                 id=f"{meter.ident:08d}",
@@ -261,4 +302,27 @@ def build_building(
         apartments=[s.apartment for s in sim_apartments],
         meters=site_meters,
     )
-    return SimBuilding(seed=seed, site=site, meters=meters, apartments=sim_apartments, faults=faults)
+    building = SimBuilding(seed=seed, site=site, meters=meters, apartments=sim_apartments, faults=faults)
+    if radio is not None:
+        building.stick_type, building.radio_stick = radio, radio_stick
+        ours = [m for m in meters if m.ident in radio_keys]
+        building.radio = make_radio_meters(ours, radio_keys, seed=seed, interval_s=radio_interval_s)
+        building.neighbours = _neighbours(seed, neighbours, used, radio_interval_s)
+    return building
+
+
+def _neighbours(seed: int, count: int, used: set[int], interval_s: float | None) -> list[RadioMeter]:
+    """Water meters of the house next door: heard through the wall, weaker, keys we do not have."""
+    out: list[Meter] = []
+    for i in range(count):
+        hh = make_household(seed, climate.mix(seed, 900, i), 60.0)
+
+        def shape(day: int, hh: Household = hh) -> str:
+            return "water_" + hh.day_shape(day)
+
+        kind = (KamstrupMultical21, DiehlHydrus)[i % 2]
+        prefix = _PREFIX["cold_water"] if kind is KamstrupMultical21 else _PREFIX["hot_water"]
+        litres = hh.cold_water_litres if kind is KamstrupMultical21 else hh.hot_water_litres
+        out.append(kind(_ident(seed, 5000 + i, prefix, used), 0, seed, litres=litres, day_shape=shape))
+    keys = {m.ident: radio_key(seed + 7919, m.ident) for m in out}
+    return make_radio_meters(out, keys, seed=seed + 1, interval_s=interval_s, rssi_range=(-102, -86))

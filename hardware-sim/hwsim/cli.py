@@ -13,6 +13,14 @@ def _building_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=1, help="same seed, same property and readings")
     parser.add_argument("--room-sensors", action="store_true", help="add an Elvaco CMa10 per apartment")
     parser.add_argument("--no-main-meter", action="store_true", help="leave out the building main heat meter")
+    # radio meters (hwsim/radio.py)
+    parser.add_argument("--radio", choices=("imst", "amber"), default=None,
+                        help="water meters are radio meters heard by a virtual iM871A or AMB8465 stick")
+    parser.add_argument("--radio-stick", default="radio0", help="the stick name in the export")
+    parser.add_argument("--neighbours", type=int, default=0, help="radio meters next door that are not ours")
+    parser.add_argument("--radio-interval", type=float, default=None,
+                        help="seconds between a radio meter's telegrams (default: the model's, 16-32 s)")
+    parser.add_argument("--radio-corrupt", type=float, default=0.01, help="share of corrupted telegrams")
 
 
 def register(sub: Any) -> None:
@@ -51,6 +59,7 @@ def register(sub: Any) -> None:
     )
     building.add_argument("--truth", type=Path, help="append the fault truth log (JSON lines) here")
     building.add_argument("--control", type=Path, help="Unix socket for 'imd sim inject' while running")
+    building.add_argument("--radio-link", type=Path, help="create a symlink to the radio stick's pty here")
     building.add_argument("--run-for", type=float, default=None, help=argparse.SUPPRESS)
     building.set_defaults(func=_run_building)
 
@@ -108,6 +117,10 @@ def _build(args: argparse.Namespace) -> Any:
         buildings=args.buildings,
         room_sensors=args.room_sensors,
         main_meter=not args.no_main_meter,
+        radio=args.radio,
+        radio_stick=args.radio_stick,
+        neighbours=args.neighbours,
+        radio_interval_s=args.radio_interval,
     )
 
 

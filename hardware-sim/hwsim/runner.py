@@ -17,6 +17,7 @@ from typing import Any
 from hwsim.building import SimBuilding
 from hwsim.clock import SimClock
 from hwsim.faults import FAULT_KINDS, find_meter, parse_time
+from hwsim.radio import RadioAir, RadioStick
 from hwsim.segment import MbusSegment
 
 
@@ -176,7 +177,17 @@ def run_building(args: argparse.Namespace, sim: SimBuilding) -> int:
     segments: list[tuple[str, MbusSegment]] = []
     links: list[tuple[str, Path]] = []
     control: ControlServer | None = None
+    radio: tuple[RadioStick, RadioAir] | None = None  # the virtual radio stick (hwsim/radio.py)
     try:
+        if sim.stick_type is not None and sim.radio_stick is not None:
+            stick = RadioStick(sim.radio_stick, stick=sim.stick_type, seed=sim.seed,
+                               corrupt_rate=getattr(args, "radio_corrupt", 0.0)).start()
+            air = RadioAir(sim.radio + sim.neighbours, clock=clock, seed=sim.seed)
+            air.attach(stick)
+            radio = (stick, air.start())
+            if getattr(args, "radio_link", None):
+                make_link(stick.port, args.radio_link)
+                links.append((stick.port, args.radio_link))
         for bus, meters in sim.buses().items():
             segment = MbusSegment(meters, baud=args.baud, echo=args.echo, timed=args.timed, clock=clock)
             segment.start()
@@ -208,6 +219,9 @@ def run_building(args: argparse.Namespace, sim: SimBuilding) -> int:
         for i, (bus, segment) in enumerate(segments):
             if i:
                 _say(f"pty {bus}: {segment.port}")
+        if radio is not None:
+            _say(f"radio pty {radio[0].name} ({radio[0].stick}, {len(sim.radio)} meters ours, "
+                 f"{len(sim.neighbours)} neighbours): {radio[0].port}")
         for bus, segment in segments[:1]:
             _say(
                 f"pty: {segment.port}" + (f" (link {args.link}, bus {bus})" if args.link else f" (bus {bus})")
@@ -220,6 +234,9 @@ def run_building(args: argparse.Namespace, sim: SimBuilding) -> int:
             remove_link(target, link)
         for _bus, segment in segments:
             segment.stop()
+        if radio is not None:
+            radio[1].stop()
+            radio[0].stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         sys.stdout.flush()

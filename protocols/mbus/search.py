@@ -42,9 +42,12 @@ from protocols.mbus.link import (
 from protocols.mbus.manufacturers import MANUFACTURER_NAMES, manufacturer_code
 from protocols.mbus.master import Listen, Send, Timing
 
-__all__ = ["SearchDone", "SearchResult", "SecondarySearch", "secondary_address_of"]
+__all__ = ["SPLIT_POLICIES", "SearchDone", "SearchResult", "SecondarySearch", "secondary_address_of"]
 
 WILDCARD: Final = "F" * 16
+# Which free identification digit a collided node is split on: most significant first, least
+# significant first, or learnt from the meters found so far (see SecondarySearch._adaptive_position).
+SPLIT_POLICIES: Final = ("msb", "lsb", "adaptive")
 # (first nibble, width in nibbles) of each field in the 16-character mask, in search order.
 _ID_DIGITS: Final = tuple((i, 1) for i in range(8))
 _BYTE_FIELDS: Final = ((14, 2), (12, 2), (8, 4))  # medium, version, manufacturer
@@ -76,6 +79,7 @@ class SearchResult:
     probes: int = 0  # selections sent
     reads: int = 0  # REQ_UD2 sent to identify a single answer
     collisions: int = 0
+    inferred: int = 0  # probes saved: the parent collided and every sibling was silent
     notes: list[str] = field(default_factory=list)
     bytes_sent: int = 0
     bytes_received: int = 0
@@ -122,12 +126,16 @@ class SecondarySearch:
         start_mask: str = WILDCARD,
         hex_ids: bool = False,
         max_probes: int = 100_000,
+        split: str = "msb",
     ) -> None:
         self.timing = timing or Timing(baud)
         self.result = SearchResult()
         self._fields = (*_ID_DIGITS, *_BYTE_FIELDS)
         self._id_values = "0123456789ABCDE" if hex_ids else "0123456789"
         self._max_probes = max_probes
+        if split not in SPLIT_POLICIES:
+            raise ValueError(f"split must be one of {', '.join(SPLIT_POLICIES)}, got {split!r}")
+        self._split = split
         start = start_mask.upper()
         if len(start) != 16 or any(c not in "0123456789ABCDEF" for c in start):
             raise ValueError(f"start mask must be 16 hex characters, got {start_mask!r}")
@@ -229,7 +237,47 @@ class SecondarySearch:
             self.result.found.append(address)
         return self._resolve(_ONE)
 
+    def _id_position(self, mask: str) -> int | None:
+        """Which free identification digit to split a collided node on (None: all are fixed)."""
+        free = [i for i in range(8) if mask[i] == "F"]
+        if not free:
+            return None
+        if self._split == "lsb":
+            return free[-1]
+        if self._split == "adaptive":
+            return self._adaptive_position(mask, free)
+        return free[0]
+
+    def _adaptive_position(self, mask: str, free: list[int]) -> int:
+        """Learn from the meters found so far which digits vary, and split the least varied first.
+
+        The cost of a split is fixed (every child is probed), so the aim is few collided children
+        per level. A digit that all known meters share (a batch's common prefix) separates nobody:
+        it goes last. Among the digits that vary, the one with the fewest distinct values first:
+        for a batch with consecutive numbers that is the most significant varying digit, which cuts
+        the batch into the fewest groups. Meters under this node teach more than meters elsewhere.
+        Without knowledge (the first splits of a search) it is the most significant digit.
+        """
+        fixed = [(i, c) for i, c in enumerate(mask[:8]) if c != "F"]
+        known = [a for a in self.result.found if all(a[i] == c for i, c in fixed)]
+        if len(known) < 2:
+            known = self.result.found
+        if len(known) < 2:
+            return free[0]
+
+        def rank(i: int) -> tuple[int, int, int]:
+            distinct = len({a[i] for a in known})
+            return (distinct < 2, distinct, i)
+
+        return min(free, key=rank)
+
     def _children(self, node: _Node) -> list[_Node]:
+        position = self._id_position(node.mask)
+        if position is not None:
+            prefix, suffix = node.mask[:position], node.mask[position + 1 :]
+            family = _Family(remaining=len(self._id_values))
+            masks = [prefix + v + suffix for v in self._id_values]
+            return [_Node(m, self._first_open_level(m, 0), family=family) for m in masks]
         if node.level >= len(self._fields):
             self.result.notes.append(f"{node.mask}: collision with every field fixed (duplicate address)")
             return []
@@ -274,6 +322,7 @@ class SecondarySearch:
                 node.known_collision = True
             self._node = node
             if node.known_collision:
+                self.result.inferred += 1
                 if family is not None:
                     family.remaining -= 1
                 self._stack.extend(reversed(self._children(node)))

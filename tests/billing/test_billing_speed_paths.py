@@ -143,3 +143,29 @@ def test_benchmark_portfolio_is_deterministic_and_runs() -> None:
     assert full.period_from == date(2024, 3, 1)
     heat = next(m for m in full.summary.media if m.medium == "heat")
     assert heat.cost_minus_lines == 0  # the fördelning pool is charged to the öre
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.decimals(min_value=0, max_value=10**7, places=4, allow_nan=False, allow_infinity=False),
+    st.decimals(min_value=-(10**4), max_value=10**5, places=3, allow_nan=False, allow_infinity=False),
+    st.integers(1, 10**12),
+    st.data(),
+    st.integers(0, 4),
+)
+def test_interpolate_matches_the_decimal_computation(
+    v0: Decimal, rise: Decimal, span: int, data: st.DataObject, decimals: int
+) -> None:
+    from decimal import ROUND_HALF_EVEN
+
+    from central.billing.money import EXACT
+    from central.billing.readings import interpolate
+
+    part = data.draw(st.integers(0, span))
+    v1 = v0 + rise
+    step = Decimal(1).scaleb(-decimals)
+    want = EXACT.add(v0, EXACT.divide(EXACT.multiply(EXACT.subtract(v1, v0), Decimal(part)), Decimal(span)))
+    want = want.quantize(step, rounding=ROUND_HALF_EVEN, context=EXACT)
+    got = interpolate(v0, v1, part, span, decimals)
+    assert got == want
+    assert got.as_tuple().exponent == want.as_tuple().exponent

@@ -225,3 +225,56 @@ async def test_csv_import_over_the_api(client: httpx.AsyncClient) -> None:
     assert (
         await client.post("/api/properties/BRF-A/imports/nonsense", content="x", headers=admin)
     ).status_code == 404
+
+
+async def test_meter_changes_are_audited_and_keys_stay_secret(client: httpx.AsyncClient) -> None:
+    admin = await login(client, "demo", "demo")
+    board = await login(client, "board-a", "secret-a")
+    new_key = "A0A1A2A3A4A5A6A7A8A9AAABACADAEAF"
+    old = (await client.get("/api/meters/12000071", headers=admin)).json()
+    assert (
+        await client.patch("/api/meters/12000071", headers=board, json={"removed_at": None})
+    ).status_code == 403
+    removed = await client.patch(
+        "/api/meters/12000071",
+        headers=admin,
+        json={"installed_at": "2024-01-01T00:00:00Z", "removed_at": "2025-03-01T00:00:00Z", "key": new_key},
+    )
+    assert removed.status_code == 200
+    assert removed.json()["removed_at"].startswith("2025-03-01")
+    assert removed.json()["has_key"] is True
+    assert new_key.lower() not in removed.text.lower()
+    bad = await client.patch(
+        "/api/meters/12000071", headers=admin, json={"removed_at": "2025-03-01T00:00:00"}
+    )
+    assert bad.status_code == 422
+    before_install = await client.patch(
+        "/api/meters/12000071", headers=admin, json={"removed_at": "2023-03-01T00:00:00Z"}
+    )
+    assert before_install.status_code == 422
+    moved = await client.patch("/api/meters/04990254", headers=admin, json={"apartment": "OBJ-1002"})
+    assert moved.status_code == 200
+    assert moved.json()["apartment"] == "OBJ-1002"
+    assert moved.json()["meter_point"] != old["meter_point"]  # hot water: a point of its own medium
+    audit = (await client.get("/api/audit?entity=meter", headers=admin)).json()
+    assert {"key": "set", "removed_at": "2025-03-01 00:00:00+00:00"}.items() <= audit[1]["detail"].items()
+    assert new_key.lower() not in str(audit).lower()
+    assert (await client.get("/api/audit", headers=board)).status_code == 403
+
+
+async def test_consumption_interpolates_at_period_boundaries(client: httpx.AsyncClient) -> None:
+    admin = await login(client, "demo", "demo")
+    one = await client.get(
+        "/api/meters/06855817/consumption?start=2025-02-01T00:00:00Z&end=2025-02-02T00:00:00Z", headers=admin
+    )
+    body = one.json()
+    assert body["start"]["method"] == "measured"
+    assert body["start"]["value"] == "37351000"
+    assert body["end"]["method"] == "missing"
+    assert body["consumption"] is None
+    assert (
+        await client.get(
+            "/api/meters/06855817/consumption?start=2025-02-02T00:00:00Z&end=2025-02-01T00:00:00Z",
+            headers=admin,
+        )
+    ).status_code == 422

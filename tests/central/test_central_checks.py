@@ -30,11 +30,14 @@ from protocols.messages import (
 from protocols.site import SiteExport
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
-WATER, HEAT, IDLE = "11110001", "22220002", "33330003"
+WATER, HEAT, IDLE, MAIN = "11110001", "22220002", "33330003", "44440004"
 
 
-def water_frame(liters: int, flow_lph: int = 0, *, ident: str = WATER, status: int = 0) -> bytes:
+def water_frame(
+    liters: int, flow_lph: int = 0, *, ident: str = WATER, status: int = 0, info: int = 0
+) -> bytes:
     records = [data_record(0x04, 0x13, liters), data_record(0x04, 0x3B, flow_lph)]
+    records.append(data_record(0x02, b"\xff\x20", info))  # Kamstrup water info code
     return rsp_ud_frame(1, ident, "KAM", 1, 0x16, 1, status, records)
 
 
@@ -83,6 +86,15 @@ def site(*, tenant: str | None = "T-1") -> SiteExport:
                     "medium": "heat",
                     "apartment": "O1",
                     "primary_address": 2,
+                },
+                {
+                    "id": MAIN,
+                    "manufacturer": "KAM",
+                    "version": 1,
+                    "device_type": 0x16,
+                    "medium": "cold_water",
+                    "apartment": None,
+                    "primary_address": 4,
                 },
                 {
                     "id": IDLE,
@@ -188,9 +200,16 @@ async def test_device_status_bits_raise_and_clear(history: History) -> None:
     faults = await history.check("device_status", T0)
     assert faults[0].severity == "critical"
     assert "permanent error" in faults[0].message
-    assert "power low" in faults[0].message
+    assert "low battery" in faults[0].message
     await history.feed(T0 + timedelta(hours=1), water_frame(1001))
     assert (await history.check("device_status", T0 + timedelta(hours=1)))[0].state == "resolved"
+
+
+async def test_manufacturer_leak_flag_from_kamstrup_info_code(history: History) -> None:
+    await history.feed(T0, water_frame(1000, info=0x0004 | 0x0008))  # leak + burst
+    faults = await history.check("device_status", T0)
+    assert faults[0].message == "burst, leak"
+    assert faults[0].severity == "critical"
 
 
 async def test_register_backwards_and_rollover(history: History) -> None:
@@ -210,15 +229,16 @@ async def test_rollover_is_reported_as_info(history: History) -> None:
     assert "rolled over" in faults[0].message
 
 
-async def test_stuck_register_only_for_let_apartments(history: History) -> None:
+async def test_stuck_register(history: History) -> None:
     for day in range(16):
         await history.feed(T0 + timedelta(days=day), water_frame(5000))
         await history.feed(T0 + timedelta(days=day, minutes=1), water_frame(7000, ident=IDLE))
     now = T0 + timedelta(days=16)
     assert len(await history.check("stuck_register", now)) == 1
     assert "unchanged" in (await history.faults("stuck_register"))[0].message
-    # O2 has no tenant (may stand empty): its stuck meter opens no second fault.
-    assert len(await history.check("stuck_register", now, serial=IDLE)) == 1
+    # O2 has no tenant: judged by default, not when only let apartments count.
+    assert len(await history.check("stuck_register", now, serial=IDLE, require_tenant=True)) == 1
+    assert len(await history.check("stuck_register", now, serial=IDLE)) == 2
 
 
 async def test_continuous_flow_is_a_leak_unless_flow_stops(history: History) -> None:
@@ -288,3 +308,29 @@ async def test_fault_workflow_transitions_and_history(history: History) -> None:
             ).scalars()
         )
     assert kinds == ["opened", "acknowledged", "resolved"]
+
+
+@pytest.mark.parametrize(("main_liters", "expected"), [(100_000, 1), (85_000, 0)])
+async def test_sum_check_main_meter_against_apartment_meters(
+    history: History, main_liters: int, expected: int
+) -> None:
+    start, end = T0, T0 + timedelta(days=30)
+    for at, factor in ((start, 0), (end, 1)):
+        await history.feed(at, water_frame(1_000_000 + factor * main_liters, ident=MAIN))
+        await history.feed(at, water_frame(10_000 + factor * 40_000, ident=WATER))
+        await history.feed(at, water_frame(20_000 + factor * 40_000, ident=IDLE))
+    faults = await history.check("sum_check", end, serial=MAIN)
+    assert len(faults) == expected
+    if expected:
+        assert "loss 20.0%" in faults[0].message
+        assert faults[0].evidence is not None
+        assert '"sub_meters": "80.000"' in faults[0].evidence
+
+
+async def test_frames_after_removal(history: History) -> None:
+    async with history.db.sessions.begin() as session:
+        meter = (await session.execute(select(Meter).where(Meter.serial == WATER))).scalar_one()
+        meter.removed_at = T0
+    await history.feed(T0 + timedelta(days=2), water_frame(1000))
+    faults = await history.check("after_removal", T0 + timedelta(days=2))
+    assert "after removal" in faults[0].message

@@ -8,12 +8,15 @@ from decimal import Decimal
 from central_testdata import CORPUS_METERS, corpus_frame, site_export
 from sqlalchemy import func, select, text
 
+from central.auth import Principal
+from central.checks import run_meter_checks
 from central.db import Database
 from central.ingest import IngestProcessor, redecode
 from central.keys import MeterKeyBox
 from central.models import (
     Apartment,
     Collector,
+    Fault,
     Meter,
     MeterPoint,
     Property,
@@ -21,9 +24,14 @@ from central.models import (
     Reading,
     RejectedMessage,
 )
+from central.queries import list_meters
 from central.site_import import import_site
 from protocols.errors import UnsupportedError
+from protocols.mbus.encode import data_record, rsp_ud_frame
+from protocols.mbus.manufacturers import manufacturer_code
 from protocols.messages import FrameBatch, FrameMessage, FrameStatus, encode, frames_topic
+from protocols.site import SiteExport
+from protocols.wmbus.security import cbc_encrypt, mode5_iv
 
 T0 = datetime(2025, 1, 15, 6, 0, tzinfo=UTC)
 
@@ -203,3 +211,77 @@ async def test_redecode_rebuilds_readings_from_raw_frames(db: Database, keybox: 
     assert frame.status == "ok"
     assert frame.reason is None
     assert meter.last_reading_at == frame.received_at
+
+
+def wmbus_frame(ident: str, key: bytes, liters: int, access: int = 0x2A) -> bytes:
+    """A wM-Bus SND_NR with a short TPL header, encrypted in security mode 5 (AES-128-CBC)."""
+    address = manufacturer_code("KAM").to_bytes(2, "little") + bytes.fromhex(ident)[::-1] + bytes((1, 0x07))
+    plain = b"\x2f\x2f" + data_record(0x04, 0x13, liters)
+    plain += b"\x2f" * (-len(plain) % 16)
+    config = (0x05 << 8) | ((len(plain) // 16) << 4)
+    tpl = bytes((0x7A, access, 0x00)) + config.to_bytes(2, "little")
+    body = bytes((0x44,)) + address + tpl + cbc_encrypt(key, mode5_iv(address, access), plain)
+    return bytes((len(body),)) + body
+
+
+async def test_wmbus_frames_are_decrypted_with_the_meters_key(db: Database, keybox: MeterKeyBox) -> None:
+    key = bytes(range(1, 17))
+    site = site_export().model_dump()
+    site["meters"].append(
+        {"id": "12345678", "manufacturer": "KAM", "version": 1, "device_type": 7, "medium": "cold_water",
+         "apartment": "OBJ-1002", "link": "wmbus", "bus": "radio0", "key": key.hex()}
+    )  # fmt: skip
+    await import_site(db, SiteExport.model_validate(site), keybox)
+    processor = IngestProcessor(db, keybox=keybox)
+    radio = FrameBatch(
+        collector="store-w1",
+        sent_at=T0,
+        frames=[
+            FrameMessage(sequence=1, received_at=T0, link="wmbus", port="radio0",
+                         raw=wmbus_frame("12345678", key, 4242).hex()),
+            FrameMessage(sequence=2, received_at=T0 + timedelta(minutes=1), link="wmbus", port="radio0",
+                         raw=wmbus_frame("12345678", bytes(16), 4243).hex()),
+        ],
+    )  # fmt: skip
+    await processor.handle(frames_topic("store-w1"), encode(radio))
+    async with db.sessions() as session:
+        meter = (await session.execute(select(Meter).where(Meter.serial == "12345678"))).scalar_one()
+        frames = list((await session.execute(select(RawFrame).order_by(RawFrame.sequence))).scalars())
+        volume = (await session.execute(select(Reading).where(Reading.meter_id == meter.id))).scalar_one()
+    assert volume.value == Decimal("4.242")
+    assert frames[0].status == "ok"
+    assert frames[1].status == "failed"
+    assert frames[1].reason.startswith("SecurityError")
+    assert frames[1].meter_id == meter.id  # the clear-text link header names the meter
+    await run_meter_checks(db, [meter.id], now=T0 + timedelta(minutes=2), rules=["decryption_failure"])
+    async with db.sessions() as session:
+        fault = (await session.execute(select(Fault).where(Fault.rule == "decryption_failure"))).scalar_one()
+    assert fault.severity == "critical"
+    assert fault.meter_id == meter.id
+    assert key.hex() not in (fault.evidence or "") + fault.message
+
+
+async def test_latest_values_gather_a_readout_split_over_two_telegrams(
+    db: Database, keybox: MeterKeyBox
+) -> None:
+    site = site_export().model_dump()
+    site["meters"].append(
+        {"id": "36372033", "manufacturer": "ABB", "version": 1, "device_type": 2, "medium": "electricity",
+         "apartment": "OBJ-2001", "primary_address": 30}
+    )  # fmt: skip
+    await import_site(db, SiteExport.model_validate(site), keybox)
+    first = rsp_ud_frame(
+        30, "36372033", "ABB", 1, 2, 1, 0, [data_record(0x04, 0x03, 123456)], more_follow=True
+    )
+    second = rsp_ud_frame(30, "36372033", "ABB", 1, 2, 2, 0, [data_record(0x04, 0x2B, 470)])
+    await IngestProcessor(db).handle(
+        frames_topic("store-c6"), encode(batch("store-c6", [(1, first), (2, second)]))
+    )
+    admin = Principal(0, "admin", "admin", frozenset(), None)
+    async with db.sessions() as session:
+        meters, _total = await list_meters(session, admin, apartment="OBJ-2001")
+    electricity = next(m for m in meters if m["id"] == "36372033")
+    assert [(v["quantity"], v["value"], v["unit"]) for v in electricity["values"]] == [
+        ("energy", "123456", "Wh"),
+        ("power", "470", "W"),
+    ]
