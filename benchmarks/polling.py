@@ -33,6 +33,7 @@ class PollingFigures:
     wall_s: float
     minimum_s: float
     answer_delay_s: float  # the simulated meters' answer delays summed (what they cost beyond line time)
+    failures: tuple[str, ...] = ()
 
     @property
     def ratio(self) -> float:
@@ -82,8 +83,12 @@ def measure(meters: int = 250, baud: int = 2400, seed: int = 1) -> PollingFigure
             t0 = time.perf_counter()
             results = [bus.read_meter(m.primary_address) for m in bus_meters]
             wall = time.perf_counter() - t0
+        failures = []
         for meter, result in zip(bus_meters, results, strict=True):
             ok += result.ok
+            if not result.ok:
+                failures.append(f"meter {result.address} ({type(meter).__name__}): "
+                                + "; ".join(f.reason or str(f.status) for f in result.frames))
             requests += result.requests
             got = len(result.exchanged) - result.requests
             answers += got
@@ -92,7 +97,8 @@ def measure(meters: int = 250, baud: int = 2400, seed: int = 1) -> PollingFigure
     finally:
         segment.stop()
     minimum = (wire + 11 / BITS_PER_BYTE * answers) * BITS_PER_BYTE / baud
-    return PollingFigures(len(bus_meters), baud, ok, requests, answers, wire, wall, minimum, delay)
+    return PollingFigures(len(bus_meters), baud, ok, requests, answers, wire, wall, minimum, delay,
+                          tuple(failures))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     figures = measure(args.meters, args.baud, args.seed)
     print(figures.report(), flush=True)
     if figures.read_ok != figures.meters:
-        print(f"  {figures.meters - figures.read_ok} meter(s) not read", file=sys.stderr)
+        print(f"  {figures.meters - figures.read_ok} meter(s) not read:", *figures.failures, sep="\n    ",
+              file=sys.stderr)
         return 1
     return 0
 

@@ -147,21 +147,30 @@ class MeterContext:
             records,  # type: ignore[arg-type]
         )
 
-    async def latest_telegram(self) -> Any:
-        """The meter's latest frame decoded again (dates and flags are not stored as readings)."""
-        if "telegram" not in self._cache:
-            telegram = None
-            if self.meter.last_raw_frame_id is not None:
-                frame = await self.session.get(RawFrame, self.meter.last_raw_frame_id)
-                if frame is not None and frame.link == "mbus":
-                    try:
-                        from protocols.mbus.application import decode_long_frame
+    async def readout_telegrams(self) -> list[Any]:
+        """The wired telegrams of the latest read-out decoded again (dates are not stored as readings)."""
+        if "telegrams" not in self._cache:
+            telegrams: list[Any] = []
+            last = self.meter.last_frame_at
+            if last is not None:
+                from protocols.mbus.application import decode_long_frame
 
-                        telegram = decode_long_frame(frame.raw)
-                    except Exception:
-                        telegram = None
-            self._cache["telegram"] = (telegram, self.meter.last_frame_at)
-        return self._cache["telegram"][0]
+                rows = await self.session.execute(
+                    select(RawFrame.raw)
+                    .where(
+                        RawFrame.meter_id == self.meter.id, RawFrame.status == "ok", RawFrame.link == "mbus"
+                    )
+                    .where(RawFrame.received_at >= last - READOUT_WINDOW)
+                    .order_by(RawFrame.received_at.desc())
+                    .limit(8)
+                )
+                for raw in rows.scalars():
+                    try:
+                        telegrams.append(decode_long_frame(raw))
+                    except Exception:  # decoded fine at ingest; after a decoder change a rule sees less
+                        log.debug("frame of meter %s no longer decodes", self.meter.serial, exc_info=True)
+            self._cache["telegrams"] = telegrams
+        return self._cache["telegrams"]  # type: ignore[no-any-return]
 
     async def frames_since(self, since: datetime) -> list[RawFrame]:
         """Frames of this meter, also failed ones matched by its bus and primary address."""

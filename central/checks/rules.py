@@ -232,12 +232,12 @@ async def heat_sanity(ctx: MeterContext, p: Mapping[str, Any]) -> Finding | None
 async def wrong_clock(ctx: MeterContext, p: Mapping[str, Any]) -> Finding | None:
     """The meter's own clock (date-time record of its latest telegram, taken as local time, UTC+1/+2)
     differs from the time the collector received the frame by more than `max_skew_minutes`."""
-    telegram = await ctx.latest_telegram()
     received = ctx.meter.last_frame_at
-    if telegram is None or received is None:
+    if received is None:
         return None
     clocks = [
         r.value
+        for telegram in await ctx.readout_telegrams()
         for r in telegram.records
         if r.quantity == "datetime" and r.storage == 0 and isinstance(r.value, datetime)
     ]

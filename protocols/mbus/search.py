@@ -48,6 +48,7 @@ WILDCARD: Final = "F" * 16
 # Which free identification digit a collided node is split on: most significant first, least
 # significant first, or learnt from the meters found so far (see SecondarySearch._adaptive_position).
 SPLIT_POLICIES: Final = ("msb", "lsb", "adaptive")
+_DEEP_DIGITS: Final = 3  # fixed id digits beyond which a collision means a batch (see adaptive)
 # (first nibble, width in nibbles) of each field in the 16-character mask, in search order.
 _ID_DIGITS: Final = tuple((i, 1) for i in range(8))
 _BYTE_FIELDS: Final = ((14, 2), (12, 2), (8, 4))  # medium, version, manufacturer
@@ -249,27 +250,25 @@ class SecondarySearch:
         return free[0]
 
     def _adaptive_position(self, mask: str, free: list[int]) -> int:
-        """Learn from the meters found so far which digits vary, and split the least varied first.
+        """Split where a collision this deep most likely comes from.
 
-        The cost of a split is fixed (every child is probed), so the aim is few collided children
-        per level. A digit that all known meters share (a batch's common prefix) separates nobody:
-        it goes last. Among the digits that vary, the one with the fewest distinct values first:
-        for a batch with consecutive numbers that is the most significant varying digit, which cuts
-        the batch into the fewest groups. Meters under this node teach more than meters elsewhere.
-        Without knowledge (the first splits of a search) it is the most significant digit.
+        Near the root a collision is expected (a bus holds up to 250 meters) and the ids spread over
+        every digit: most significant first, as ``msb``. Once three digits are fixed, a random bus
+        puts on average at most 250 / 1000 meters under the node, so a collision there says "a batch
+        of meters with consecutive numbers": split on the least significant free digit, which
+        separates up to ten consecutive ids in one level instead of walking their common prefix one
+        digit at a time. Where meters under this node were already found, their digits decide: the
+        least varied digit that still varies first (a batch's most significant varying digit).
         """
         fixed = [(i, c) for i, c in enumerate(mask[:8]) if c != "F"]
         known = [a for a in self.result.found if all(a[i] == c for i, c in fixed)]
-        if len(known) < 2:
-            known = self.result.found
-        if len(known) < 2:
-            return free[0]
-
-        def rank(i: int) -> tuple[int, int, int]:
-            distinct = len({a[i] for a in known})
-            return (distinct < 2, distinct, i)
-
-        return min(free, key=rank)
+        if len(known) >= 2:
+            varying = [i for i in free if len({a[i] for a in known}) > 1]
+            if varying:
+                return min(varying, key=lambda i: (len({a[i] for a in known}), i))
+        if len(fixed) >= _DEEP_DIGITS:
+            return free[-1]
+        return free[0]
 
     def _children(self, node: _Node) -> list[_Node]:
         position = self._id_position(node.mask)

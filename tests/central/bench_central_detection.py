@@ -73,7 +73,13 @@ def _suits(kind: str, medium: str) -> bool:
 
 
 async def run(
-    properties: int, apartments: int, days: int, check_every: int, faults_per_kind: int, seed: int
+    properties: int,
+    apartments: int,
+    days: int,
+    check_every: int,
+    faults_per_kind: int,
+    seed: int,
+    verbose: bool = False,
 ) -> dict[str, Any]:
     from hwsim.fleet import Fleet
 
@@ -130,6 +136,14 @@ async def run(
         matches = [t for t in by_meter.get(serial, []) if fault.rule in EXPECTED_RULES[t.kind]]
         if not matches:
             false_positives[fault.rule] += 1
+            if verbose:
+                print(
+                    "false positive:",
+                    serial,
+                    media[int(serial)][1] if int(serial) in media else "?",
+                    fault.rule,
+                    fault.message,
+                )
             continue
         for t in matches:
             key = (t.serial, t.kind)
@@ -171,9 +185,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check-every", type=int, default=3, help="simulated days between check runs")
     parser.add_argument("--faults-per-kind", type=int, default=6)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("-v", "--verbose", action="store_true", help="print each false positive")
     args = parser.parse_args(argv)
     report = asyncio.run(
-        run(args.properties, args.apartments, args.days, args.check_every, args.faults_per_kind, args.seed)
+        run(
+            args.properties,
+            args.apartments,
+            args.days,
+            args.check_every,
+            args.faults_per_kind,
+            args.seed,
+            args.verbose,
+        )
     )
     print(json.dumps(report, indent=2))
     return 0
