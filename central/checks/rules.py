@@ -105,10 +105,11 @@ async def register_backwards(ctx: MeterContext, p: Mapping[str, Any]) -> Finding
     params={"days": 14.0, "min_readings": 3, "require_tenant": False},
 )
 async def stuck_register(ctx: MeterContext, p: Mapping[str, Any]) -> Finding | None:
-    """The billing register of an apartment's water or electricity meter has not moved for `days`;
-    an occupied home always uses some. With `require_tenant` only apartments with a tenant reference
-    are judged (rental properties; a cooperative's apartments have none). Heat is left out: no heat
-    use in summer is normal."""
+    """The billing register of an apartment's water or electricity meter has not moved for `days`
+    while the apartment is occupied: another meter of the same apartment moved meanwhile (an
+    apartment where nothing moves stands empty; that is not a meter fault). With `require_tenant`
+    only apartments with a tenant reference are judged. Heat is left out: no heat use in summer is
+    normal."""
     if ctx.apartment is None or (p["require_tenant"] and not ctx.apartment.tenant_ref):
         return None
     series = await ctx.main_series(ctx.now - timedelta(days=float(p["days"]) * 1.5))
@@ -123,15 +124,41 @@ async def stuck_register(ctx: MeterContext, p: Mapping[str, Any]) -> Finding | N
     span = series[-1][0] - since
     if span < timedelta(days=float(p["days"])):
         return None
+    moving = await _apartment_meter_moved(ctx, since)
+    if moving is None:
+        return None
     return Finding(
-        f"register unchanged at {last_value} for {span.days} days",
+        f"register unchanged at {last_value} for {span.days} days; meter {moving} of the apartment moved",
         {
             "value": str(last_value),
             "since": since,
             "last": series[-1][0],
+            "occupied_evidence_meter": moving,
             "tenant_ref": ctx.apartment.tenant_ref,
         },
     )
+
+
+async def _apartment_meter_moved(ctx: MeterContext, since: datetime) -> str | None:
+    """Serial of another meter in the same apartment whose billing register grew since ``since``."""
+    from sqlalchemy import select
+
+    from central.models import Meter, MeterPoint
+
+    assert ctx.apartment is not None
+    others = (
+        await ctx.session.execute(
+            select(Meter)
+            .join(MeterPoint, Meter.meter_point_id == MeterPoint.id)
+            .where(MeterPoint.apartment_id == ctx.apartment.id, Meter.id != ctx.meter.id)
+            .where(Meter.removed_at.is_(None))
+        )
+    ).scalars()
+    for other in others:
+        series = await MeterContext(ctx.session, other, ctx.apartment, ctx.now).main_series(since)
+        if len(series) >= 2 and series[-1][1] > series[0][1]:
+            return other.serial
+    return None
 
 
 @rule(

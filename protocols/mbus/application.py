@@ -204,13 +204,20 @@ def _date_g(b: bytes) -> dt.date | str:
         return f"{year:04d}-{month:02d}-{day:02d}"
 
 
+def _full_year(two_digit: int, hundred: int) -> int:
+    """EN 13757-3:2013 annex A: year = 1900 + 100 * hundred-year + yy; with hundred-year 0, meters
+    of the older two-digit kind mean 2000-2080 by 00-80 (the standard's compatibility rule)."""
+    if hundred == 0:
+        return two_digit + (2000 if two_digit <= 80 else 1900)
+    return 1900 + 100 * hundred + two_digit
+
+
 def _datetime_f(b: bytes, want_date: bool = False) -> dt.datetime | dt.date | str:
     minute = b[0] & 0x3F
     hour = b[1] & 0x1F
     day = b[2] & 0x1F
     month = b[3] & 0x0F
-    year = ((b[3] & 0xF0) >> 1) | ((b[2] & 0xE0) >> 5)
-    year += 100 * ((b[1] >> 5) & 0x03) + (2000 if year < 81 else 1900)
+    year = _full_year(((b[3] & 0xF0) >> 1) | ((b[2] & 0xE0) >> 5), (b[1] >> 5) & 0x03)
     try:
         if want_date:
             return dt.date(year, month, day)

@@ -69,8 +69,8 @@ def encode_date_g(value: dt.date) -> bytes:
 
 def encode_datetime_f(value: dt.datetime) -> bytes:
     year = value.year % 100
-    # decoders read yy < 81 as 20yy; the two "hundred year" bits (EN 13757-3:2013) carry the rest
-    hundred = (value.year - year - (2000 if year < 81 else 1900)) // 100
+    # EN 13757-3:2013: year = 1900 + 100 * hundred + yy, where hundred 0 with yy 00-80 means 20yy
+    hundred = 0 if 1981 <= value.year <= 2080 else (value.year - year - 1900) // 100
     if not 0 <= hundred <= 3:
         raise ValueError(f"year {value.year} cannot be encoded in type F")
     return bytes(
