@@ -288,7 +288,10 @@ class Collector:
         await self._stop.wait()
 
     async def start_radio(self) -> None:
-        """The radio listener (edge/radio.py): forwards to the outbox as non-billing (bulk) frames."""
+        """The radio listener (edge/radio.py): forwards our meters' telegrams to the outbox.
+
+        They are billing data: for a radio meter the rate-limited forward is its only reading.
+        """
         keys: dict[str, bytes] = {}
         problem = None
         if self.config.meter_keys_file is not None:
@@ -300,7 +303,7 @@ class Collector:
 
         async def store(messages: list[FrameMessage]) -> None:
             assert self.outbox is not None
-            await self.outbox.add(messages, billing=False)
+            await self.outbox.add(messages, billing=True)
             if self.publisher is not None:
                 self.publisher.wake()
 

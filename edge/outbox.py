@@ -7,8 +7,9 @@ that stores the frame, from a counter kept in the same database, so they are str
 collector across restarts and central can de-duplicate redeliveries on ``(collector, sequence)``.
 
 When full (``max_frames`` or ``max_bytes``), the policy is: drop the lowest priority first, oldest
-first within a priority - diagnostics (failed / no-answer records) before non-billing data (radio
-forwards, on-demand reads) before billing data (the scheduled poll). Every drop is counted in the
+first within a priority - diagnostics (failed / no-answer records) before non-billing data
+(on-demand reads) before billing data (the scheduled poll and our radio meters' forwarded
+telegrams, which are a radio meter's only readings). Every drop is counted in the
 database, logged as a warning and raised as a status alarm; nothing is dropped silently.
 """
 
