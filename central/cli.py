@@ -169,7 +169,9 @@ def register(sub: Any) -> None:
         help="subscribe to imd/v1/+/frames instead of $share/ingest/... (brokers without $share support)",
     )
     serve.add_argument(
-        "--client-id", help="MQTT client id of this ingest worker (default imd-central-ingest)"
+        "--client-id",
+        help="MQTT client id of this ingest worker, stable across restarts (default imd-central-<hostname>; "
+        "env IMD_MQTT_CLIENT_ID)",
     )
     serve.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     serve.set_defaults(func=_run(_serve))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -21,6 +22,13 @@ _CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 class ConfigError(ValueError):
     """A setting is wrong; the message starts with the field's name."""
+
+
+def default_client_id() -> str:
+    """Stable across restarts (the persistent session is keyed by it), distinct per host: workers
+    sharing the subscription on one host need ``--client-id`` each."""
+    host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:40] or "host"
+    return f"imd-central-{host}"
 
 
 def _env_flag(name: str) -> bool:
@@ -89,6 +97,7 @@ class Settings:
             database_url=os.environ.get("IMD_DATABASE_URL") or None,
             mqtt_url=os.environ.get("IMD_MQTT_URL") or None,
             demo=_env_flag("IMD_DEMO"),
+            mqtt_client_id=os.environ.get("IMD_MQTT_CLIENT_ID") or default_client_id(),
         )
         changes = {k: v for k, v in overrides.items() if v is not None}
         try:
