@@ -55,12 +55,13 @@ class PollingFigures:
             f"polled {self.meters} meters at {self.baud} baud (timed simulator): {self.read_ok} read, "
             f"{self.requests} requests, {self.answers} answers, {self.bytes_on_wire} bytes on the wire",
             f"  wall time         {self.wall_s:8.3f} s",
-            f"  physical minimum  {self.minimum_s:8.3f} s  = {self.bytes_on_wire} bytes x 11 bit / {self.baud}"
-            f" + {self.answers} answers x 11 bit ({11 * bit * 1000:.2f} ms)",
+            f"  physical minimum  {self.minimum_s:8.3f} s  = {self.bytes_on_wire} bytes x 11 bit"
+            f" / {self.baud} + {self.answers} answers x 11 bit ({11 * bit * 1000:.2f} ms)",
             f"  ratio             {self.ratio:8.3f}  (goal <= 1.15)",
             f"  where the time goes: line {self.line_s:.3f} s, meters' answer delays "
             f"{self.answer_delay_s:.3f} s (standard minimum {self.answers * 11 * bit:.3f} s), "
-            f"master turnaround and OS {self.turnaround_s:.3f} s ({self.turnaround_s * per:.2f} ms per request)",
+            f"master turnaround and OS {self.turnaround_s:.3f} s"
+            f" ({self.turnaround_s * per:.2f} ms per request)",
         ])
 
 
@@ -85,15 +86,15 @@ def measure(meters: int = 250, baud: int = 2400, seed: int = 1) -> PollingFigure
             wall = time.perf_counter() - t0
         failures = []
         for meter, result in zip(bus_meters, results, strict=True):
-            ok += result.ok
-            if not result.ok:
+            ok += result.answered
+            if not result.ok:  # read in the end, but some attempt was corrupt or silent
                 failures.append(f"meter {result.address} ({type(meter).__name__}): "
                                 + "; ".join(f.reason or str(f.status) for f in result.frames))
             requests += result.requests
             got = len(result.exchanged) - result.requests
             answers += got
             wire += sum(len(x) for x in result.exchanged)
-            delay += got * segment._delay_s(meter)  # noqa: SLF001 - the simulator's own figure
+            delay += got * segment._delay_s(meter)  # the simulator's own per-meter figure
     finally:
         segment.stop()
     minimum = (wire + 11 / BITS_PER_BYTE * answers) * BITS_PER_BYTE / baud
@@ -111,11 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--meters must be 1..250")
     figures = measure(args.meters, args.baud, args.seed)
     print(figures.report(), flush=True)
-    if figures.read_ok != figures.meters:
-        print(f"  {figures.meters - figures.read_ok} meter(s) not read:", *figures.failures, sep="\n    ",
-              file=sys.stderr)
-        return 1
-    return 0
+    if figures.failures:
+        print(f"  {len(figures.failures)} meter(s) needed a retry or failed:", *figures.failures,
+              sep="\n    ")
+    return 0 if figures.read_ok == figures.meters else 1
 
 
 if __name__ == "__main__":

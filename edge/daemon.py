@@ -377,7 +377,8 @@ class Collector:
         for address in missed:
             worker.missed[address] = worker.missed.get(address, False) or billing
         if worker.recovery is None or worker.recovery.done():
-            worker.recovery = asyncio.create_task(self._recover_port(worker), name=f"recover {worker.config.name}")
+            worker.recovery = asyncio.create_task(self._recover_port(worker),
+                                                  name=f"recover {worker.config.name}")
             self._tasks.append(worker.recovery)
             worker.recovery.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
 

@@ -290,11 +290,11 @@ class SecondarySearch:
         else:
             values = list(_MANUFACTURER_VALUES)
         nxt = node.level + 1
-        family = _Family(remaining=len(values)) if width == 1 else None
+        byte_family = _Family(remaining=len(values)) if width == 1 else None
         kids = []
         for value in values:
             mask = prefix + value + suffix
-            kids.append(_Node(mask, self._first_open_level(mask, nxt), family=family))
+            kids.append(_Node(mask, self._first_open_level(mask, nxt), family=byte_family))
         return kids
 
     def _resolve(self, outcome: str) -> Send | SearchDone:
