@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import re
 import socket
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from central.db import DatabaseConfigError, check_url, sqlite_url
@@ -49,7 +49,6 @@ class Settings:
     collectors: tuple[str, ...] | None = None
     token_minutes: int = 30
     key_file: Path | None = None  # default: data_dir / "meter-keys.fernet"
-    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def effective_database_url(self) -> str:

@@ -53,12 +53,21 @@ async def raise_fault(
     meter_id: int | None = None,
     collector_id: str | None = None,
     blocks_billing: bool = False,
+    current: Fault | bool | None = True,
 ) -> tuple[Fault, bool]:
-    """Open a fault or count a repeat of the unresolved one; returns (fault, newly opened)."""
+    """Open a fault or count a repeat of the unresolved one; returns (fault, newly opened).
+
+    ``current`` is the unresolved fault when the caller already looked it up (None: there is none);
+    the default ``True`` looks it up here.
+    """
     if severity not in SEVERITIES:
         raise ValueError(f"severity: one of {', '.join(SEVERITIES)}")
     evidence_json = json.dumps(evidence or {}, default=str, sort_keys=True)
-    fault = await unresolved(session, rule, meter_id=meter_id, collector_id=collector_id)
+    fault = (
+        await unresolved(session, rule, meter_id=meter_id, collector_id=collector_id)
+        if current is True
+        else current or None
+    )
     if fault is not None:
         fault.count += 1
         fault.last_seen_at = max(fault.last_seen_at, at)
@@ -93,9 +102,14 @@ async def clear_fault(
     at: datetime,
     meter_id: int | None = None,
     collector_id: str | None = None,
+    current: Fault | bool | None = True,
 ) -> Fault | None:
     """The check no longer sees the condition: resolve the unresolved fault, if any."""
-    fault = await unresolved(session, rule, meter_id=meter_id, collector_id=collector_id)
+    fault = (
+        await unresolved(session, rule, meter_id=meter_id, collector_id=collector_id)
+        if current is True
+        else current or None
+    )
     if fault is None:
         return None
     fault.state = "resolved"

@@ -156,10 +156,10 @@ class Progress:
     to stderr (rewritten in place on a terminal).
     """
 
-    def row(self, meter: FoundMeter) -> None:  # noqa: B027 - optional hook
+    def row(self, meter: FoundMeter) -> None:
         pass
 
-    def step(self, text: str, done: int, total: int) -> None:  # noqa: B027 - optional hook
+    def step(self, text: str, done: int, total: int) -> None:
         pass
 
 
@@ -234,7 +234,12 @@ def parse_secondary(address: str) -> tuple[str, str, int, int]:
     address = address.strip().upper()
     if len(address) != 16:
         raise ValueError(f"secondary address must be 16 hex digits, got {address!r}")
-    return address[:8], manufacturer_letters(int(address[8:12], 16)), int(address[12:14], 16), int(address[14:16], 16)
+    return (
+        address[:8],
+        manufacturer_letters(int(address[8:12], 16)),
+        int(address[12:14], 16),
+        int(address[14:16], 16),
+    )
 
 
 def survey_wired(
@@ -289,19 +294,21 @@ def survey_wired(
 
 def check_key(raw: bytes, ident: str, key: bytes | None, link_mode: str | None = None) -> KeyState:
     """What one telegram says about a key: ``none`` (not encrypted), ``missing``, ``ok`` or ``wrong``."""
+    return _check(raw, ident, key, link_mode)[0]
+
+
+def _check(raw: bytes, ident: str, key: bytes | None, link_mode: str | None) -> tuple[KeyState, int | None]:
     from protocols.wmbus import decode_wmbus
 
     keys = {ident.upper(): key} if key is not None else {}
     try:
         w = decode_wmbus(raw, keys, link_mode=link_mode)
     except SecurityError as exc:
-        return "missing" if key is None and "key missing" in str(exc) else "wrong"
+        return ("missing" if key is None and "key missing" in str(exc) else "wrong"), None
     except ProtocolError:
-        return "unchecked"  # damaged or unsupported: says nothing about the key
-    encrypted = w.decrypted or w.security_mode != 0 or (w.ell is not None and bool(getattr(w.ell, "encryption", 0)))
-    if not encrypted:
-        return "none"
-    return "ok" if w.decrypted or key is not None else "missing"
+        return "unchecked", None  # damaged or unsupported: says nothing about the key
+    encrypted = w.decrypted or w.security_mode != 0 or (w.ell is not None and w.ell.encryption != 0)
+    return ("ok" if encrypted else "none"), w.security_mode
 
 
 class RadioSurvey:
@@ -345,32 +352,22 @@ class RadioSurvey:
         meter.rssi_last = rssi
         if rssi is not None and (meter.rssi_best is None or rssi > meter.rssi_best):
             meter.rssi_best = rssi
-        state = check_key(raw, ident, self.keys.get(ident.upper()), link_mode)
+        state, mode = _check(raw, ident, self.keys.get(ident.upper()), link_mode)
+        if mode is not None:
+            meter.security_mode = mode
         states = self._key_states.setdefault(key, set())
         states.add(state)
         # One good decryption proves the key; "wrong" only when no telegram opened (corruption
         # on the air also fails decryption, so a single failure proves nothing).
+        best: KeyState
         for best in ("ok", "none", "missing", "wrong", "unchecked"):
             if best in states:
-                meter.key = best  # type: ignore[assignment]
+                meter.key = best
                 break
         meter.encrypted = None if meter.key == "unchecked" else meter.key != "none"
         if meter.sample is None or state in ("ok", "none", "missing"):
             meter.sample = raw.hex()
-        meter.security_mode = _security_mode(raw, link_mode)
         return meter if new else None
-
-
-def _security_mode(raw: bytes, link_mode: str | None) -> int | None:
-    from protocols.wmbus import decode_wmbus
-
-    try:
-        return decode_wmbus(raw, {}, link_mode=link_mode).security_mode
-    except SecurityError as exc:
-        text = str(exc)
-        return 7 if "MAC" in text else None
-    except ProtocolError:
-        return None
 
 
 def listen(
@@ -411,7 +408,8 @@ def listen(
                     progress.row(row)
             progress.step(
                 f"radio: listening, {len(survey.meters)} meters, {survey.telegrams} telegrams",
-                int(min(elapsed, seconds)), int(seconds),
+                int(min(elapsed, seconds)),
+                int(seconds),
             )
             if elapsed >= seconds:
                 break

@@ -22,8 +22,8 @@ from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from central.db import Database
-from central.faults import clear_fault, raise_fault
-from central.models import Apartment, Collector, Meter, MeterPoint, RawFrame, Reading, utcnow
+from central.faults import OPEN_STATES, clear_fault, raise_fault
+from central.models import Apartment, Collector, Fault, Meter, MeterPoint, RawFrame, Reading, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +174,12 @@ class MeterContext:
 
     async def frames_since(self, since: datetime) -> list[RawFrame]:
         """Frames of this meter, also failed ones matched by its bus and primary address."""
+        key = ("frames", since)
+        if key not in self._cache:
+            self._cache[key] = await self._frames_since(since)
+        return self._cache[key]  # type: ignore[no-any-return]
+
+    async def _frames_since(self, since: datetime) -> list[RawFrame]:
         matches = [RawFrame.meter_id == self.meter.id]
         if self.meter.bus and self.meter.primary_address is not None:
             matches.append(
@@ -275,9 +281,14 @@ async def _apply(
     *,
     meter_id: int | None = None,
     collector_id: str | None = None,
+    current: Fault | bool | None = True,
 ) -> None:
     if finding is None:
-        if await clear_fault(session, r.name, at=now, meter_id=meter_id, collector_id=collector_id):
+        if current is None:
+            return  # nothing open, nothing to resolve: the common case costs no query
+        if await clear_fault(
+            session, r.name, at=now, meter_id=meter_id, collector_id=collector_id, current=current
+        ):
             report.resolved += 1
         return
     _fault, new = await raise_fault(
@@ -290,6 +301,7 @@ async def _apply(
         meter_id=meter_id,
         collector_id=collector_id,
         blocks_billing=r.blocks_billing,
+        current=current,
     )
     if new:
         report.opened += 1
@@ -333,6 +345,16 @@ async def run_meter_checks(
                 .outerjoin(Apartment, MeterPoint.apartment_id == Apartment.id)
                 .where(Meter.id.in_(ids[start : start + chunk]))
             )
+            open_faults = {
+                (f.meter_id, f.rule): f
+                for f in (
+                    await session.execute(
+                        select(Fault).where(
+                            Fault.meter_id.in_(ids[start : start + chunk]), Fault.state.in_(OPEN_STATES)
+                        )
+                    )
+                ).scalars()
+            }
             for meter, apartment in rows.all():
                 report.meters += 1
                 ctx = MeterContext(session, meter, apartment, now)
@@ -348,7 +370,15 @@ async def run_meter_checks(
                         report.errors += 1
                         log.exception("check %s failed for meter %s", r.name, meter.serial)
                         continue
-                    await _apply(session, r, finding, report, now, meter_id=meter.id)
+                    await _apply(
+                        session,
+                        r,
+                        finding,
+                        report,
+                        now,
+                        meter_id=meter.id,
+                        current=open_faults.get((meter.id, r.name)),
+                    )
     return report
 
 

@@ -106,8 +106,9 @@ async def register_backwards(ctx: MeterContext, p: Mapping[str, Any]) -> Finding
 )
 async def stuck_register(ctx: MeterContext, p: Mapping[str, Any]) -> Finding | None:
     """The billing register of an apartment's water or electricity meter has not moved for `days`
-    while the apartment is occupied: another meter of the same apartment moved meanwhile (an
-    apartment where nothing moves stands empty; that is not a meter fault). With `require_tenant`
+    while the apartment is lived in: its other water meter (hot for cold and the other way round;
+    either for electricity) moved meanwhile. Where nothing moves the flat stands empty or its people
+    are away; that is no meter fault. With `require_tenant`
     only apartments with a tenant reference are judged. Heat is left out: no heat use in summer is
     normal."""
     if ctx.apartment is None or (p["require_tenant"] and not ctx.apartment.tenant_ref):
@@ -139,6 +140,15 @@ async def stuck_register(ctx: MeterContext, p: Mapping[str, Any]) -> Finding | N
     )
 
 
+# Which meters of the same apartment show that people live there, per medium judged. Heat runs in
+# an empty flat and electricity has standby loads; people who use water use both hot and cold.
+OCCUPANCY_EVIDENCE = {
+    "hot_water": ("cold_water",),
+    "cold_water": ("hot_water",),
+    "electricity": ("hot_water", "cold_water"),
+}
+
+
 async def _apartment_meter_moved(ctx: MeterContext, since: datetime) -> str | None:
     """Serial of another meter in the same apartment whose billing register grew since ``since``."""
     from sqlalchemy import select
@@ -151,7 +161,7 @@ async def _apartment_meter_moved(ctx: MeterContext, since: datetime) -> str | No
             select(Meter)
             .join(MeterPoint, Meter.meter_point_id == MeterPoint.id)
             .where(MeterPoint.apartment_id == ctx.apartment.id, Meter.id != ctx.meter.id)
-            .where(Meter.removed_at.is_(None))
+            .where(Meter.removed_at.is_(None), Meter.medium.in_(OCCUPANCY_EVIDENCE[ctx.meter.medium]))
         )
     ).scalars()
     for other in others:

@@ -30,7 +30,7 @@ from protocols.messages import (
 from protocols.site import SiteExport
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
-WATER, HEAT, IDLE, MAIN = "11110001", "22220002", "33330003", "44440004"
+WATER, HEAT, IDLE, MAIN, HOT = "11110001", "22220002", "33330003", "44440004", "55550005"
 
 
 def water_frame(
@@ -86,6 +86,15 @@ def site(*, tenant: str | None = "T-1") -> SiteExport:
                     "medium": "heat",
                     "apartment": "O1",
                     "primary_address": 2,
+                },
+                {
+                    "id": HOT,
+                    "manufacturer": "KAM",
+                    "version": 1,
+                    "device_type": 0x06,
+                    "medium": "hot_water",
+                    "apartment": "O1",
+                    "primary_address": 5,
                 },
                 {
                     "id": MAIN,
@@ -233,11 +242,12 @@ async def test_stuck_register(history: History) -> None:
     for day in range(16):
         await history.feed(T0 + timedelta(days=day), water_frame(5000))
         await history.feed(T0 + timedelta(days=day, minutes=1), heat_frame(1000 + day, 500 + day, 60, 40))
+        await history.feed(T0 + timedelta(days=day, minutes=1), water_frame(3000 + 20 * day, ident=HOT))
         await history.feed(T0 + timedelta(days=day, minutes=2), water_frame(7000, ident=IDLE))
     now = T0 + timedelta(days=16)
     faults = await history.check("stuck_register", now)
     assert len(faults) == 1
-    assert f"meter {HEAT} of the apartment moved" in faults[0].message  # O1 is lived in
+    assert f"meter {HOT} of the apartment moved" in faults[0].message  # O1 is lived in
     # Nothing moves in O2: it stands empty, which is no meter fault.
     assert len(await history.check("stuck_register", now, serial=IDLE)) == 1
     assert len(await history.check("stuck_register", now, require_tenant=True)) == 1  # O1 has a tenant
