@@ -109,6 +109,32 @@ def likely_cause(meter: MeterOutcome, frames: list[dict[str, Any]], known_at_cen
     return "not heard" if meter.link == "wmbus" else "no data"
 
 
+DEFINITE = frozenset(("wrong key", "no answer", "collision"))
+
+
+def _explain(
+    client: CentralClient,
+    collector: str,
+    since: datetime,
+    outcomes: dict[tuple[str, str], MeterOutcome],
+    known: set[tuple[str, str]],
+) -> list[MeterOutcome]:
+    """Set the likely cause on every meter still without a reading; returns those meters."""
+    missing = [o for o in outcomes.values() if not o.ok]
+    if not missing:
+        return missing
+    by_address: dict[str, list[dict[str, Any]]] = {}
+    for status in ("failed", "no_answer"):
+        for frame in client.frames(collector, status=status):
+            received = _parse_time(frame.get("received_at"))
+            if received is not None and received < since:
+                continue
+            by_address.setdefault(f"{frame.get('port')}|{frame.get('address')}", []).append(frame)
+    for o in missing:
+        o.cause = likely_cause(o, by_address.get(f"{o.bus}|{o.address}", []), (o.id, o.manufacturer) in known)
+    return missing
+
+
 def commission(
     client: CentralClient,
     mapping: MeterMapping,
@@ -119,11 +145,15 @@ def commission(
     since: datetime | None = None,
     trigger: bool = True,
     progress: Callable[[int, int, float], None] | None = None,
+    stop_when_explained: bool = True,
+    settle_s: float = 5.0,
 ) -> CommissionResult:
     """Ask for a read now and wait until every mapped meter has a reading at central (or timeout).
 
     ``since`` (default: ten minutes before the start) is the earliest reading that counts, so a
-    reading from the collector's first poll right after installation counts too.
+    reading from the collector's first poll right after installation counts too. With
+    ``stop_when_explained`` the wait ends early once every missing meter has a definite cause
+    (wrong key, no answer, collision) that stayed the same for ``settle_s``.
     """
     start = datetime.now(UTC)
     since = since or start - timedelta(minutes=10)
@@ -131,16 +161,22 @@ def commission(
         collector, mapping.property, mapping.property_name, start.isoformat(timespec="seconds")
     )
     outcomes = {(m.id, m.manufacturer): _outcome(m) for m in mapping.meters}
-    if trigger:
-        try:
-            answer = client.read_now(collector)
-            result.read_now = f"read_all sent (command {answer.get('id')})"
-        except CentralError as exc:
-            result.read_now = f"read now not possible ({exc}); waiting for the collector's own schedule"
     deadline = time.monotonic() + timeout_s
     t0 = time.monotonic()
     known: set[tuple[str, str]] = set()
+    sent = not trigger
+    stable: tuple[frozenset[tuple[str, str]], float] | None = None
     while True:
+        if not sent:
+            # A collector that was just started is unknown to central until its first message (404):
+            # ask again on the next round; meanwhile its own first poll runs anyway.
+            try:
+                answer = client.read_now(collector)
+                result.read_now = f"read_all sent (command {answer.get('id')})"
+                sent = True
+            except CentralError as exc:
+                result.read_now = f"read now not possible ({exc}); waiting for the collector's own schedule"
+                sent = exc.status != 404
         for item in client.meters(mapping.property):
             key = (item["id"], item["manufacturer"])
             outcome = outcomes.get(key)
@@ -158,19 +194,21 @@ def commission(
             progress(done, len(outcomes), time.monotonic() - t0)
         if done == len(outcomes) or time.monotonic() >= deadline:
             break
+        if stop_when_explained and done:
+            # Waiting longer does not fix a wrong key or a dead meter: stop once every missing meter
+            # has such a cause and the missing set has not changed for ``settle_s``.
+            missing = _explain(client, collector, since, outcomes, known)
+            now = time.monotonic()
+            current = frozenset((o.id, o.manufacturer) for o in missing)
+            if all(o.cause in DEFINITE for o in missing):
+                if stable is None or stable[0] != current:
+                    stable = (current, now)
+                elif now - stable[1] >= settle_s:
+                    break
+            else:
+                stable = None
         time.sleep(poll_s)
-    missing = [o for o in outcomes.values() if not o.ok]
-    if missing:
-        by_address: dict[str, list[dict[str, Any]]] = {}
-        for status in ("failed", "no_answer"):
-            for frame in client.frames(collector, status=status):
-                received = _parse_time(frame.get("received_at"))
-                if received is not None and received < since:
-                    continue
-                by_address.setdefault(f"{frame.get('port')}|{frame.get('address')}", []).append(frame)
-        for o in missing:
-            frames = by_address.get(f"{o.bus}|{o.address}", [])
-            o.cause = likely_cause(o, frames, (o.id, o.manufacturer) in known)
+    _explain(client, collector, since, outcomes, known)
     result.meters = sorted(outcomes.values(), key=lambda o: (o.ok, o.apartment or "", o.medium, o.id))
     result.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
     return result

@@ -71,6 +71,8 @@ class FoundMeter:
     def __post_init__(self) -> None:
         if not self.medium:
             self.medium = medium_name(self.device_type)
+        if self.link == "mbus" and self.key == "unchecked":
+            self.key, self.encrypted = "none", False  # wired M-Bus answers in the clear
 
     @property
     def secondary_address(self) -> str:
@@ -175,7 +177,8 @@ def table_row(m: FoundMeter) -> str:
     heard = str(m.heard) if m.link == "wmbus" else ""
     return (
         f"{m.classification:9} {m.link:5} {m.bus:7} {m.address or '':16} {m.id:8} {m.manufacturer:3} "
-        f"{m.version:>3} {m.medium[:16]:16} {rssi:>4} {heard:>5} {enc:3} {m.key:9} {m.apartment or ''}"
+        f"{m.version:>3} {m.medium[:16]:16} {rssi:>4} {heard:>5} {enc:3} {m.key:9} "
+        f"{m.apartment or ('main' if m.classification == 'ours' else '')}"
     )
 
 

@@ -16,11 +16,11 @@ from pathlib import Path
 import httpx
 import pytest
 from amqtt.contexts import Action
+from hwsim.building import build_building
 
 from central.embedded_broker import allowed
 from edge.config import load_config
 from edge.radio import load_meter_keys
-from hwsim.building import build_building
 from provisioning import broker, keys
 from provisioning.bundle import BundleOptions, RadioPort, build_bundle, extract_bundle, verify_bundle
 from provisioning.central_client import CentralClient, CentralError, RegistrationUnsupportedError
@@ -52,15 +52,18 @@ def test_password_hash_matches_mosquitto_passwd(tmp_path: Path) -> None:
     subprocess.run([binary, "-c", "-b", str(path), "collector-x1", "s3cret-Pässword"], check=True)
     user, hashed = path.read_text().strip().split(":", 1)
     assert user == "collector-x1"
-    _, seven, iterations, salt_b64, _ = hashed.split("$")
+    _, _seven, iterations, salt_b64, _ = hashed.split("$")
     import base64
 
-    ours = broker.mosquitto_hash("s3cret-Pässword", salt=base64.b64decode(salt_b64), iterations=int(iterations))
+    ours = broker.mosquitto_hash(
+        "s3cret-Pässword", salt=base64.b64decode(salt_b64), iterations=int(iterations)
+    )
     assert ours == hashed  # byte-identical to the real tool's line
     assert broker.mosquitto_verify("s3cret-Pässword", hashed)
     assert not broker.mosquitto_verify("wrong", hashed)
     line = broker.password_line("x1", "pw")
-    assert line.startswith("collector-x1:$7$101$") and line.endswith("\n")
+    assert line.startswith("collector-x1:$7$101$")
+    assert line.endswith("\n")
     assert broker.mosquitto_verify("pw", line.strip().split(":", 1)[1])
 
 
@@ -68,8 +71,17 @@ def test_acl_block_grants_exactly_what_the_embedded_broker_allows() -> None:
     block = broker.acl_block("brf-1")
     rules = [ln.split(" ", 2)[1:] for ln in block.splitlines() if ln.startswith("topic ")]
     assert "user collector-brf-1" in block
-    topics = ["imd/v1/brf-1/frames", "imd/v1/brf-1/status", "imd/v1/brf-1/cmd/result", "imd/v1/brf-1/cmd",
-              "imd/v1/brf-2/frames", "imd/v1/brf-2/cmd", "imd/v1/+/frames", "imd/v1/#", "other/topic"]  # fmt: skip
+    topics = [
+        "imd/v1/brf-1/frames",
+        "imd/v1/brf-1/status",
+        "imd/v1/brf-1/cmd/result",
+        "imd/v1/brf-1/cmd",
+        "imd/v1/brf-2/frames",
+        "imd/v1/brf-2/cmd",
+        "imd/v1/+/frames",
+        "imd/v1/#",
+        "other/topic",
+    ]
     for topic in topics:
         for action, access in ((Action.PUBLISH, "write"), (Action.SUBSCRIBE, "read")):
             granted = [access, topic] in rules
@@ -163,7 +175,9 @@ def _survey_of(sim: object, *, drop: str | None = None, extra: FoundMeter | None
     for rm in sim.radio + sim.neighbours:  # type: ignore[attr-defined]
         rs.add("radio0", rm.telegram(at), rm.rssi_dbm, rm.link_mode)
     wired = [
-        FoundMeter(m.id, m.manufacturer, m.version, m.device_type, "mbus", m.bus, address=str(m.primary_address))
+        FoundMeter(
+            m.id, m.manufacturer, m.version, m.device_type, "mbus", m.bus, address=str(m.primary_address)
+        )
         for m in site.meters
         if m.link == "mbus" and m.id != drop
     ]
@@ -190,12 +204,14 @@ def test_mapping_flags_found_not_expected_and_expected_not_found(small: object) 
     assert all(states[m.id] == "not needed" for m in wired)
     assert len(mapping.meters) == len(site.meters)  # neighbours and the stranger are not mapped
     # keys missing entirely
-    missing = build_mapping(site.model_copy(update={"meters": [m.model_copy(update={"key": None})
-                                                               for m in site.meters]}), survey)  # fmt: skip
+    missing = build_mapping(
+        site.model_copy(update={"meters": [m.model_copy(update={"key": None}) for m in site.meters]}), survey
+    )
     assert {m.key for m in missing.meters if m.link == "wmbus"} == {"missing"}
     # the document round-trips and never carries a key
     text = mapping.to_json()
-    assert KEY_HEX not in text and radio[1].key not in text
+    assert KEY_HEX not in text
+    assert radio[1].key not in text
     assert MeterMapping.from_json(text).as_dict() == mapping.as_dict()
 
 
@@ -215,17 +231,22 @@ def test_assignment_csv_by_object_number_and_lagenhetsnummer(small: object) -> N
     survey = _survey_of(small, extra=stranger)
     mapping = build_mapping(site, survey, assignments=assignments)
     by_id = {m.id: m for m in mapping.meters}
-    assert by_id[m0.id].apartment == apts[1].object_number and by_id[m0.id].source == "csv"
+    assert by_id[m0.id].apartment == apts[1].object_number
+    assert by_id[m0.id].source == "csv"
     assert by_id[m1.id].apartment == apts[2].object_number
-    assert by_id[main.id].apartment is None and by_id[main.id].meter_point.startswith("main")
-    assert by_id["99999999"].apartment == apts[3].object_number and by_id["99999999"].medium == "electricity"
+    assert by_id[main.id].apartment is None
+    assert by_id[main.id].meter_point.startswith("main")
+    assert by_id["99999999"].apartment == apts[3].object_number
+    assert by_id["99999999"].medium == "electricity"
     assert not mapping.found_not_expected
     with pytest.raises(MappingError, match="line 2: no apartment with object number"):
         load_assignments(f"objekt;id\nnope;{m0.id}\n", site)
     with pytest.raises(MappingError, match="header needs"):
         load_assignments("foo;bar\n1;2\n", site)
     with pytest.raises(MappingError, match="already assigned"):
-        load_assignments(f"objekt;id\n{apts[0].object_number};{m0.id}\n{apts[1].object_number};{m0.id}\n", site)
+        load_assignments(
+            f"objekt;id\n{apts[0].object_number};{m0.id}\n{apts[1].object_number};{m0.id}\n", site
+        )
 
 
 def test_interactive_assignment(small: object) -> None:
@@ -238,7 +259,8 @@ def test_interactive_assignment(small: object) -> None:
     assert [(a.meter_id, a.apartment, a.source) for a in out] == [
         ("99999999", site.apartments[0].object_number, "terminal")
     ]
-    assert said and "9999" in said[0]
+    assert said
+    assert "9999" in said[0]
 
 
 # -- bundle ---------------------------------------------------------------------------------------------
@@ -250,41 +272,58 @@ def test_bundle_archive_checksum_modes_and_config(tmp_path: Path, small: object)
     site_keys = {m.id: bytes.fromhex(m.key) for m in site.meters if m.key}
     mapping = build_mapping(site, survey, keys=site_keys)
     options = BundleOptions(
-        collector_id="kv-1", mqtt_url="mqtts://mqtt.example.se:8883", ports={"mbus0": "/dev/ttyUSB0"},
-        radios={"radio0": RadioPort("/dev/ttyUSB1", "amber", "T1")}, data_dir="data",
-    )  # fmt: skip
+        collector_id="kv-1",
+        mqtt_url="mqtts://mqtt.example.se:8883",
+        ports={"mbus0": "/dev/ttyUSB0"},
+        radios={"radio0": RadioPort("/dev/ttyUSB1", "amber", "T1")},
+        data_dir="data",
+    )
     bundle = build_bundle(mapping, site_keys, options, tmp_path / "out")
     assert stat.S_IMODE(bundle.archive.stat().st_mode) == 0o600
     assert verify_bundle(bundle.archive) == bundle.sha256
     assert bundle.checksum_file.read_text() == f"{bundle.sha256}  {bundle.archive.name}\n"
     if shutil.which("sha256sum"):
-        subprocess.run(["sha256sum", "-c", bundle.checksum_file.name], cwd=bundle.checksum_file.parent,
-                       check=True, capture_output=True)  # fmt: skip
+        subprocess.run(
+            ["sha256sum", "-c", bundle.checksum_file.name],
+            cwd=bundle.checksum_file.parent,
+            check=True,
+            capture_output=True,
+        )
     with tarfile.open(bundle.archive) as tar:
         modes = {m.name.split("/", 1)[-1]: m.mode for m in tar.getmembers()}
     for secret in ("collector.toml", "meter-keys.txt", "broker/mosquitto-passwd"):
         assert modes[secret] == 0o600
-    for name in ("deploy/edge/imd-edge.service", "deploy/edge/install-raspberry-pi.sh", "install.sh",
-                 "broker/mosquitto-acl.conf", "manifest.json", "mapping.json"):  # fmt: skip
+    for name in (
+        "deploy/edge/imd-edge.service",
+        "deploy/edge/install-raspberry-pi.sh",
+        "install.sh",
+        "broker/mosquitto-acl.conf",
+        "manifest.json",
+        "mapping.json",
+    ):
         assert name in modes
     target = extract_bundle(bundle.archive, tmp_path / "pi")
     assert stat.S_IMODE((target / "collector.toml").stat().st_mode) == 0o600
     config = load_config(target / "collector.toml")
     assert config.collector_id == "kv-1"
     broker_url = config.mqtt.broker()
-    assert broker_url.username == "collector-kv-1" and broker_url.tls
+    assert broker_url.username == "collector-kv-1"
+    assert broker_url.tls
     password = broker_url.password
-    assert password and len(password) >= 24
+    assert password
+    assert len(password) >= 24
     passwd_line = (target / "broker" / "mosquitto-passwd").read_text()
     assert broker.mosquitto_verify(password, passwd_line.strip().split(":", 1)[1])
     manifest = (target / "manifest.json").read_text()
-    assert password not in manifest and password not in (target / "mapping.json").read_text()
+    assert password not in manifest
+    assert password not in (target / "mapping.json").read_text()
     wired = {m.primary_address for m in mapping.meters if m.link == "mbus"}
     assert {m.primary for m in config.buses[0].meters} == wired
-    assert config.radios[0].type == "amber" and config.radios[0].link_mode == "T1"
+    assert config.radios[0].type == "amber"
+    assert config.radios[0].link_mode == "T1"
     assert set(config.radios[0].meters) == {m.id for m in mapping.meters if m.link == "wmbus"}
     assert config.meter_keys_file is not None
-    assert load_meter_keys(config.meter_keys_file) == {k: v for k, v in site_keys.items()}
+    assert load_meter_keys(config.meter_keys_file) == dict(site_keys.items())
     assert json.loads(manifest)["files"]["collector.toml"]
     # a second bundle for the same collector gets a different password
     again = build_bundle(mapping, site_keys, options, tmp_path / "out2")
@@ -303,8 +342,9 @@ def test_bundle_archive_checksum_modes_and_config(tmp_path: Path, small: object)
 # -- central client and commissioning -----------------------------------------------------------------
 
 
-def _fake_central(meters: list[dict[str, object]], frames: list[dict[str, object]], *,
-                  registration: bool = True) -> tuple[httpx.MockTransport, list[httpx.Request]]:  # fmt: skip
+def _fake_central(
+    meters: list[dict[str, object]], frames: list[dict[str, object]], *, registration: bool = True
+) -> tuple[httpx.MockTransport, list[httpx.Request]]:
     seen: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -318,9 +358,17 @@ def _fake_central(meters: list[dict[str, object]], frames: list[dict[str, object
             if not registration:
                 return httpx.Response(404, json={"detail": "Not Found"})
             body = json.loads(request.content)
-            return httpx.Response(201, json={"collector": body["collector"]["id"], "property": body["property"],
-                                             "meters_created": len(body["meters"]), "meters_updated": 0,
-                                             "meter_points_created": 0, "keys_set": 1})  # fmt: skip
+            return httpx.Response(
+                201,
+                json={
+                    "collector": body["collector"]["id"],
+                    "property": body["property"],
+                    "meters_created": len(body["meters"]),
+                    "meters_updated": 0,
+                    "meter_points_created": 0,
+                    "keys_set": 1,
+                },
+            )
         if path.endswith("/commands"):
             return httpx.Response(202, json={"id": "c1", "command": "read_all"})
         if path == "/api/meters":
@@ -338,14 +386,16 @@ def test_registration_contract_and_fallback(small: object) -> None:
     site_keys = {m.id: bytes.fromhex(m.key) for m in site.meters if m.key}
     mapping = build_mapping(site, _survey_of(small), keys=site_keys)
     body = registration_body(mapping, "kv-1", site_keys, broker={"username": "collector-kv-1"})
-    assert body["property"] == site.property.id and body["collector"]["mqtt"]["username"] == "collector-kv-1"
+    assert body["property"] == site.property.id
+    assert body["collector"]["mqtt"]["username"] == "collector-kv-1"
     assert {m["id"] for m in body["meters"] if "key" in m} == set(site_keys)
     transport, seen = _fake_central([], [])
     with CentralClient("http://central", transport=transport) as client:
         client.login("tech", "pw")
         answer = client.register(body)
     assert answer["meters_created"] == len(site.meters)
-    assert seen[-1].method == "POST" and seen[-1].url.path == "/api/collectors/kv-1/registration"
+    assert seen[-1].method == "POST"
+    assert seen[-1].url.path == "/api/collectors/kv-1/registration"
     transport, _ = _fake_central([], [], registration=False)
     with CentralClient("http://central", token="tok", transport=transport) as client:
         with pytest.raises(RegistrationUnsupportedError):
@@ -366,24 +416,58 @@ def test_commission_names_the_cause_of_each_missing_meter(small: object) -> None
     now = datetime.now(UTC).isoformat()
     dead, wrong, unheard, garbled, unknown = wired[0], radio[0], radio[1], wired[1], wired[2]
     skip = {dead.id, wrong.id, unheard.id, garbled.id, unknown.id}
-    meters = [{"id": m.id, "manufacturer": m.manufacturer, "last_reading_at": None if m.id in skip else now,
-               "values": [{"value": "12.5", "unit": "kWh"}]}
-              for m in mapping.meters if m.id != unknown.id]  # fmt: skip
+    meters = [
+        {
+            "id": m.id,
+            "manufacturer": m.manufacturer,
+            "last_reading_at": None if m.id in skip else now,
+            "values": [{"value": "12.5", "unit": "kWh"}],
+        }
+        for m in mapping.meters
+        if m.id != unknown.id
+    ]
     frames = [
-        {"status": "no_answer", "port": dead.bus, "address": dead.address, "reason": "no answer", "received_at": now},
-        {"status": "failed", "port": wrong.bus, "address": wrong.id, "received_at": now,
-         "reason": f"collector: decryption failed for meter {wrong.id} (wrong key?): MAC mismatch"},
-        {"status": "failed", "port": garbled.bus, "address": garbled.address, "received_at": now,
-         "reason": "collision: garbled answer"},
-    ]  # fmt: skip
+        {
+            "status": "no_answer",
+            "port": dead.bus,
+            "address": dead.address,
+            "reason": "no answer",
+            "received_at": now,
+        },
+        {
+            "status": "failed",
+            "port": wrong.bus,
+            "address": wrong.id,
+            "received_at": now,
+            "reason": f"collector: decryption failed for meter {wrong.id} (wrong key?): MAC mismatch",
+        },
+        {
+            "status": "failed",
+            "port": garbled.bus,
+            "address": garbled.address,
+            "received_at": now,
+            "reason": "collision: garbled answer",
+        },
+    ]
     transport, seen = _fake_central(meters, frames)
     progress: list[tuple[int, int]] = []
     with CentralClient("http://central", token="tok", transport=transport) as client:
-        result = commission(client, mapping, "kv-1", timeout_s=0.3, poll_s=0.1,
-                            progress=lambda d, t, _e: progress.append((d, t)))  # fmt: skip
+        result = commission(
+            client,
+            mapping,
+            "kv-1",
+            timeout_s=0.3,
+            poll_s=0.1,
+            progress=lambda d, t, _e: progress.append((d, t)),
+        )
     causes = {m.id: m.cause for m in result.missing()}
-    assert causes == {dead.id: "no answer", wrong.id: "wrong key", unheard.id: "not heard",
-                      garbled.id: "collision", unknown.id: "not registered"}  # fmt: skip
+    assert causes == {
+        dead.id: "no answer",
+        wrong.id: "wrong key",
+        unheard.id: "not heard",
+        garbled.id: "collision",
+        unknown.id: "not registered",
+    }
     assert progress[-1] == (len(mapping.meters) - 5, len(mapping.meters))
     assert result.read_now.startswith("read_all sent")
     assert any(r.url.path == "/api/collectors/kv-1/commands" for r in seen)
@@ -391,12 +475,16 @@ def test_commission_names_the_cause_of_each_missing_meter(small: object) -> None
     # the report: HTML and PDF list every meter and the visits
     info = ReportInfo(technician="Anna Tekniker", date=datetime(2025, 3, 1, 10, 0, tzinfo=UTC))
     page = render_html(result, info)
-    assert "Anna Tekniker" in page and site.property.id in page
+    assert "Anna Tekniker" in page
+    assert site.property.id in page
     assert page.count("<tr") == len(mapping.meters) + 1
-    assert "Meters that need a visit (5)" in page and "wrong key" in page
+    assert "Meters that need a visit (5)" in page
+    assert "wrong key" in page
     pdf = render_pdf(result, info)
-    assert pdf.startswith(b"%PDF-1.4") and pdf.rstrip().endswith(b"%%EOF")
-    assert b"Installation report" in pdf and b"wrong key" in pdf
+    assert pdf.startswith(b"%PDF-1.4")
+    assert pdf.rstrip().endswith(b"%%EOF")
+    assert b"Installation report" in pdf
+    assert b"wrong key" in pdf
     assert render_pdf(result, info) == pdf  # deterministic
 
 
@@ -404,18 +492,44 @@ def test_report_from_saved_result_via_cli(tmp_path: Path) -> None:
     from imd.cli import main
 
     result = CommissionResult("kv-1", "P-1", "Prop", "2025-03-01T10:00:00+00:00", "2025-03-01T10:05:00+00:00")
-    result.meters = [MeterOutcome("12345678", "KAM", "mbus", "mbus0", "1", "01-1101", "1101", "heat", "heat",
-                                  ok=True, first_reading_at="2025-03-01T10:01:00+00:00")]  # fmt: skip
+    result.meters = [
+        MeterOutcome(
+            "12345678",
+            "KAM",
+            "mbus",
+            "mbus0",
+            "1",
+            "01-1101",
+            "1101",
+            "heat",
+            "heat",
+            ok=True,
+            first_reading_at="2025-03-01T10:01:00+00:00",
+        )
+    ]
     path = tmp_path / "result.json"
     path.write_text(json.dumps(result.as_dict()))
-    code = main(["provision", "report", str(path), "--technician", "Bo", "--html", str(tmp_path / "r.html"),
-                 "--pdf", str(tmp_path / "r.pdf")])  # fmt: skip
+    code = main(
+        [
+            "provision",
+            "report",
+            str(path),
+            "--technician",
+            "Bo",
+            "--html",
+            str(tmp_path / "r.html"),
+            "--pdf",
+            str(tmp_path / "r.pdf"),
+        ]
+    )
     assert code == 0
     assert "12345678" in (tmp_path / "r.html").read_text()
     assert (tmp_path / "r.pdf").read_bytes().startswith(b"%PDF")
 
 
-def test_no_secret_in_cli_output_of_bundle(tmp_path: Path, small: object, capsys: pytest.CaptureFixture[str]) -> None:
+def test_no_secret_in_cli_output_of_bundle(
+    tmp_path: Path, small: object, capsys: pytest.CaptureFixture[str]
+) -> None:
     from imd.cli import main
 
     site = small.site  # type: ignore[attr-defined]
@@ -423,16 +537,96 @@ def test_no_secret_in_cli_output_of_bundle(tmp_path: Path, small: object, capsys
     site_path.write_text(site.model_dump_json())
     keys_path = tmp_path / "keys.csv"
     keys_path.write_text("id;key\n" + "".join(f"{m.id};{m.key}\n" for m in site.meters if m.key))
-    assert main(["provision", "map", "--site", str(site_path), "--keys", str(keys_path),
-                 "-o", str(tmp_path / "mapping.json"), "--keys-out", str(tmp_path / "k.txt")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "provision",
+                "map",
+                "--site",
+                str(site_path),
+                "--keys",
+                str(keys_path),
+                "-o",
+                str(tmp_path / "mapping.json"),
+                "--keys-out",
+                str(tmp_path / "k.txt"),
+            ]
+        )
+        == 0
+    )
     assert stat.S_IMODE(os.stat(tmp_path / "k.txt").st_mode) == 0o600
-    assert main(["provision", "bundle", "--mapping", str(tmp_path / "mapping.json"), "--keys",
-                 str(tmp_path / "k.txt"), "--collector", "kv-9", "--mqtt-url", "mqtt://127.0.0.1:1883",
-                 "-o", str(tmp_path / "b")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "provision",
+                "bundle",
+                "--mapping",
+                str(tmp_path / "mapping.json"),
+                "--keys",
+                str(tmp_path / "k.txt"),
+                "--collector",
+                "kv-9",
+                "--mqtt-url",
+                "mqtt://127.0.0.1:1883",
+                "-o",
+                str(tmp_path / "b"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr()
     target = extract_bundle(tmp_path / "b" / "kv-9-bundle.tar.gz", tmp_path / "x")
     password = tomllib.loads((target / "collector.toml").read_text())["mqtt"]["password"]
     for text in (out.out, out.err):
         assert password not in text
         assert all(m.key not in text and m.key.lower() not in text for m in site.meters if m.key)
-    assert "\nbundle: " in out.out and "MQTT user collector-kv-9" in out.out
+    assert "\nbundle: " in out.out
+    assert "MQTT user collector-kv-9" in out.out
+
+
+# -- wired survey on a real pseudo-terminal ------------------------------------------------------------
+
+
+def test_wired_survey_secondary_search_and_primary_scan() -> None:
+    from hwsim.segment import MbusSegment
+
+    from edge.bus import SerialBus
+    from provisioning.survey import Expected, Progress, finish, survey_wired
+
+    sim = build_building(seed=7, apartments=2, main_meter=False)
+    site = sim.site
+    rows: list[FoundMeter] = []
+    steps: list[tuple[int, int]] = []
+
+    class Recorder(Progress):
+        def row(self, meter: FoundMeter) -> None:
+            rows.append(meter)
+
+        def step(self, text: str, done: int, total: int) -> None:
+            steps.append((done, total))
+
+    segment = MbusSegment(sim.buses()["mbus0"]).start()
+    try:
+        # 9600 baud: the simulator answers at any speed and the answer windows are shorter
+        with SerialBus(segment.port, 9600) as bus:
+            found = survey_wired(
+                bus, "mbus0", mode="both", addresses=range(3), attempts=1, progress=Recorder()
+            )
+    finally:
+        segment.stop()
+    assert {(m.id, m.manufacturer, m.version, m.device_type) for m in found} == {
+        (m.id, m.manufacturer, m.version, m.device_type) for m in site.meters
+    }
+    assert rows == found  # every meter shown once as it was found
+    by_id = {m.id: m for m in found}
+    for meter in site.meters:
+        address = by_id[meter.id].address or ""
+        assert address.endswith(meter.secondary_address)
+        if meter.primary_address in (1, 2):
+            assert address == f"{meter.primary_address} / {meter.secondary_address}"
+    assert steps[-1] == (3, 3)
+    result = finish(SurveyResult(meters=found), Expected(site), ["mbus"])
+    assert result.counts()["ours"] == len(site.meters)
+    assert not result.expected_not_found
+    assert result.to_csv().count("\n") == len(site.meters) + 1
+    assert SurveyResult.from_json(result.to_json()).as_dict() == result.as_dict()
