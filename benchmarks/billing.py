@@ -93,6 +93,70 @@ def _documents(count: int, per_property: int, seed: int, workers: int) -> None:
     )
 
 
+def _spin(n: int) -> float:
+    c0 = time.process_time()
+    x = 0
+    for i in range(n):
+        x ^= i * i
+    return time.process_time() - c0
+
+
+def cpu_check(n: int = 6_000_000) -> None:
+    """What this machine gives two processes right now: the same pure-Python loop once alone, then
+    twice at the same time. Throughput 2.0x means two free cores; ~1.0x means one core's worth."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    w0 = time.perf_counter()
+    _spin(n)
+    alone = time.perf_counter() - w0
+    with ProcessPoolExecutor(2) as pool:
+        list(pool.map(_spin, [1000, 1000]))  # start the workers outside the timing
+        w0 = time.perf_counter()
+        list(pool.map(_spin, [n, n]))
+        both = time.perf_counter() - w0
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    print(
+        f"cpu check: nproc {affinity}, load {os.getloadavg()[0]:.2f}; one loop {alone:.2f} s alone, "
+        f"two at once {both:.2f} s: two-process throughput {2 * alone / both:.2f}x one process"
+    )
+
+
+def _summary(result: Any) -> tuple[str, int, str]:
+    from central.billing.runs import BillingRun
+
+    run = result if isinstance(result, BillingRun) else result.preview
+    return run.run_id, len(run.lines), str(run.summary.net)
+
+
+def portfolio_bench(apartments: int, per: int, seed: int, workers: int) -> None:
+    """``run_portfolio`` (ProcessPoolExecutor over properties, results in job order): each worker builds
+    its properties' synthetic inputs from a picklable source (as a service would read them from the
+    database) and returns a summary, so neither inputs nor lines are pickled. Wall time includes the
+    input build; the build alone is timed on one process for comparison."""
+    from central.billing.portfolio import PortfolioJob, run_portfolio
+
+    count = -(-apartments // per)
+    jobs = [
+        PortfolioJob(f"R-{i:05d}", source=build_property, args=(i, min(per, apartments - i * per), seed))
+        for i in range(count)
+    ]
+    sample = max(1, count // 20)
+    c0 = time.process_time()
+    for job in jobs[:sample]:
+        job.build()
+    build_per_property = (time.process_time() - c0) / sample
+    w0 = time.perf_counter()
+    out = run_portfolio(jobs, CREATED, "bench", workers=workers, summarise=_summary)
+    wall = time.perf_counter() - w0
+    assert [o[0] for o in out] == [j.run_id for j in jobs], "results must come back in job order"
+    lines = sum(o[1] for o in out)
+    print(
+        f"run_portfolio:            wall {wall:7.2f} s   {workers} workers, {count} properties, "
+        f"{lines} lines; "
+        f"input build alone ~{build_per_property * count:.2f} CPU-s of it"
+    )
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.billing")
     parser.add_argument("--apartments", type=int, default=100_000)
@@ -103,7 +167,14 @@ def main(argv: list[str]) -> int:
         "--documents", type=int, default=40, help="properties whose PDFs are rendered (0: none)"
     )
     parser.add_argument("--profile", action="store_true", help="cProfile the run of the first 20 properties")
+    parser.add_argument(
+        "--portfolio", action="store_true", help="also time run_portfolio (ProcessPoolExecutor)"
+    )
+    parser.add_argument("--cpu-check", action="store_true", help="only measure what two processes get here")
     args = parser.parse_args(argv)
+    if args.cpu_check:
+        cpu_check()
+        return 0
     per = args.per_property
     count = -(-args.apartments // per)
     if args.profile:
@@ -161,6 +232,8 @@ def main(argv: list[str]) -> int:
         f"debiteringsfil export:    wall {w3 - w2:7.2f} s   CPU {export_cpu:7.2f} s   "
         f"{lines / (w3 - w2):8.0f} lines/s   ({size / 1e6:.1f} MB generic CSV)"
     )
+    if args.portfolio:
+        portfolio_bench(args.apartments, per, args.seed, args.workers)
     if args.documents:
         _documents(min(args.documents, count), per, args.seed, args.workers)
     return 0

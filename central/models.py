@@ -7,13 +7,14 @@ Timestamps are stored as UTC and always come back timezone-aware.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -323,4 +324,182 @@ __all__ = [
     "User",
     "UserProperty",
     "utcnow",
+]
+
+
+# --- Billing (revision 0002) -------------------------------------------------------------------------
+# Settings, prices and costs are what a run reads besides the readings; runs, lines, their reading
+# links and the document archive are what it leaves. A run is stored whole (canonical JSON of the
+# engine's value) so that exporting an approved run needs no recomputation; the line rows and the
+# reading links beside it are for queries and traceability.
+
+
+class BillingSettings(Base):
+    """A property's billing settings: period kind, lag, VAT, rounding and the price model per medium."""
+
+    __tablename__ = "billing_settings"
+    property_id: Mapped[int] = mapped_column(ForeignKey("property.id"), primary_key=True)
+    frequency: Mapped[str] = mapped_column(String(16), default="monthly")
+    lag_months: Mapped[int] = mapped_column(Integer, default=1)
+    timezone: Mapped[str] = mapped_column(String(64), default="Europe/Stockholm")
+    vat_registered: Mapped[bool] = mapped_column(Boolean, default=False)
+    vat_rate: Mapped[Decimal] = mapped_column(ExactDecimal(), default=Decimal("0.25"))
+    vat_rounding: Mapped[str] = mapped_column(String(16), default="line")
+    rounding: Mapped[str] = mapped_column(String(16), default="half_up")
+    reading_decimals: Mapped[int] = mapped_column(Integer, default=3)
+    max_extrapolation_days: Mapped[int] = mapped_column(Integer, default=7)
+    fault_policy: Mapped[str] = mapped_column(String(16), default="hold")
+    estimated_share_limit: Mapped[Decimal] = mapped_column(ExactDecimal(), default=Decimal("0.25"))
+    media: Mapped[str] = mapped_column(Text, default="{}", doc="JSON: medium -> model, unit, key, rule")
+    invoicing: Mapped[str | None] = mapped_column(Text, nullable=True, doc="JSON: seller for partner/UBL")
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class BillingPrice(Base):
+    """One entry of a debitering price list, valid ``[valid_from, valid_to)``."""
+
+    __tablename__ = "billing_price"
+    __table_args__ = (Index("ix_billing_price_property_medium", "property_id", "medium"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    property_id: Mapped[int] = mapped_column(ForeignKey("property.id"))
+    medium: Mapped[str] = mapped_column(String(32))
+    valid_from: Mapped[date] = mapped_column(Date)
+    valid_to: Mapped[date | None] = mapped_column(Date, nullable=True)
+    unit_price: Mapped[Decimal] = mapped_column(ExactDecimal(), doc="per unit, excl. VAT")
+    fixed_fee_per_month: Mapped[Decimal] = mapped_column(ExactDecimal(), default=Decimal(0))
+
+
+class BillingSupplierInvoice(Base):
+    __tablename__ = "billing_supplier_invoice"
+    __table_args__ = (Index("ix_billing_supplier_invoice_property_medium", "property_id", "medium"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    property_id: Mapped[int] = mapped_column(ForeignKey("property.id"))
+    supplier: Mapped[str] = mapped_column(String(200))
+    reference: Mapped[str] = mapped_column(String(64), default="", doc="the supplier's invoice number")
+    medium: Mapped[str] = mapped_column(String(32))
+    period_from: Mapped[date] = mapped_column(Date)
+    period_to: Mapped[date] = mapped_column(Date, doc="exclusive")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class BillingSupplierInvoiceLine(Base):
+    __tablename__ = "billing_supplier_invoice_line"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    invoice_id: Mapped[int] = mapped_column(ForeignKey("billing_supplier_invoice.id"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16), doc="fixed_fee, energy, power, flow, tax, vat, other")
+    amount: Mapped[Decimal] = mapped_column(ExactDecimal(), doc="excl. VAT (a VAT line: the VAT)")
+    quantity: Mapped[Decimal | None] = mapped_column(ExactDecimal(), nullable=True)
+    unit: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    text: Mapped[str] = mapped_column(String(200), default="")
+
+
+class BillingFixedCost(Base):
+    """A cost the association passes on (samfällighetsavgift, meter rent ...), per month."""
+
+    __tablename__ = "billing_fixed_cost"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    property_id: Mapped[int] = mapped_column(ForeignKey("property.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    amount_per_month: Mapped[Decimal] = mapped_column(ExactDecimal())
+    key: Mapped[str] = mapped_column(String(16), doc="area, count or share")
+    taxable: Mapped[bool] = mapped_column(Boolean, default=False)
+    valid_from: Mapped[date | None] = mapped_column(Date, nullable=True)
+    valid_to: Mapped[date | None] = mapped_column(Date, nullable=True)
+
+
+class BillingRunRecord(Base):
+    """A run (or a stopped attempt) as the engine returned it, plus its life in ``state``."""
+
+    __tablename__ = "billing_run"
+    __table_args__ = (Index("ix_billing_run_property_period", "property_id", "period_from"),)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, doc="the engine's run id")
+    property_id: Mapped[int] = mapped_column(ForeignKey("property.id"))
+    period_from: Mapped[date] = mapped_column(Date)
+    period_to: Mapped[date] = mapped_column(Date)
+    kind: Mapped[str] = mapped_column(String(16), default="regular", doc="regular or correction")
+    corrects_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    state: Mapped[str] = mapped_column(String(16), doc="stopped, draft, approved, exported, locked")
+    input_digest: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    net: Mapped[Decimal | None] = mapped_column(ExactDecimal(), nullable=True)
+    vat: Mapped[Decimal | None] = mapped_column(ExactDecimal(), nullable=True)
+    line_count: Mapped[int] = mapped_column(Integer, default=0)
+    stop_reasons: Mapped[str] = mapped_column(Text, default="[]", doc="JSON list of the stop reasons")
+    result: Mapped[str] = mapped_column(Text, doc="canonical JSON of the BillingRun or RunStopped")
+
+
+class BillingLineRecord(Base):
+    __tablename__ = "billing_line"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("billing_run.id"), index=True)
+    line_id: Mapped[str] = mapped_column(String(96), unique=True)
+    apartment_id: Mapped[int | None] = mapped_column(ForeignKey("apartment.id"), nullable=True, index=True)
+    object_number: Mapped[str] = mapped_column(String(64))
+    tenant_ref: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    charge: Mapped[str] = mapped_column(String(96))
+    medium: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    payer: Mapped[str] = mapped_column(String(16))
+    period_from: Mapped[date] = mapped_column(Date)
+    period_to: Mapped[date] = mapped_column(Date)
+    quantity: Mapped[Decimal | None] = mapped_column(ExactDecimal(), nullable=True)
+    unit: Mapped[str] = mapped_column(String(16), default="")
+    unit_price: Mapped[Decimal | None] = mapped_column(ExactDecimal(), nullable=True)
+    net: Mapped[Decimal] = mapped_column(ExactDecimal())
+    vat_rate: Mapped[Decimal] = mapped_column(ExactDecimal())
+    vat: Mapped[Decimal] = mapped_column(ExactDecimal())
+    source: Mapped[str] = mapped_column(String(16), default="")
+    estimated: Mapped[bool] = mapped_column(Boolean, default=False)
+    held: Mapped[bool] = mapped_column(Boolean, default=False)
+    corrects: Mapped[str | None] = mapped_column(String(96), nullable=True)
+
+
+class BillingLineReading(Base):
+    """Traceability: the readings (and through them the raw frames) a line's figures came from."""
+
+    __tablename__ = "billing_line_reading"
+    line_id: Mapped[str] = mapped_column(String(96), primary_key=True)
+    reading_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), ForeignKey("reading.id"), primary_key=True
+    )
+    run_id: Mapped[str] = mapped_column(ForeignKey("billing_run.id"), index=True)
+    raw_frame_id: Mapped[int | None] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), nullable=True
+    )
+
+
+class BillingDocument(Base):
+    """The archive: every document a run produced, with its checksum; bytes here or a file path."""
+
+    __tablename__ = "billing_document"
+    __table_args__ = (UniqueConstraint("run_id", "name", name="uq_billing_document_run_name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("billing_run.id"), index=True)
+    property_id: Mapped[int] = mapped_column(ForeignKey("property.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(32), doc="underlag, summary, debiteringsfil, invoices, ubl")
+    apartment_id: Mapped[int | None] = mapped_column(ForeignKey("apartment.id"), nullable=True)
+    tenant_ref: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    name: Mapped[str] = mapped_column(String(200))
+    content_type: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    data: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    path: Mapped[str | None] = mapped_column(String(500), nullable=True, doc="relative to the data dir")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+__all__ += [
+    "BillingDocument",
+    "BillingFixedCost",
+    "BillingLineReading",
+    "BillingLineRecord",
+    "BillingPrice",
+    "BillingRunRecord",
+    "BillingSettings",
+    "BillingSupplierInvoice",
+    "BillingSupplierInvoiceLine",
 ]

@@ -36,7 +36,7 @@ def register(sub: Any) -> None:
         description="Write a collector TOML file for the wired meters of a site export (protocols.site).",
     )
     gen.add_argument("site", type=Path, help="site export JSON")
-    gen.add_argument("--port", required=True, help="serial port of the wired bus")
+    gen.add_argument("--port", default=None, help="serial port of the wired bus (needed for wired meters)")
     gen.add_argument("--collector", required=True, help="collector id")
     gen.add_argument(
         "--mqtt-url",
@@ -49,6 +49,21 @@ def register(sub: Any) -> None:
     gen.add_argument("--heartbeat", type=int, default=300, help="heartbeat interval in seconds")
     gen.add_argument("--data-dir", default=None, help="default: a 'data' directory next to the output file")
     gen.add_argument("-o", "--output", type=Path, default=None, help="output file (default: stdout)")
+    # radio (wM-Bus) meters: one [[radios]] section per stick named in the export's `bus` field
+    gen.add_argument(
+        "--radio-port",
+        action="append",
+        default=[],
+        metavar="[STICK=]PORT",
+        help="serial port of a receiver stick (repeatable; default /dev/imd-<stick>, the udev name)",
+    )
+    gen.add_argument("--radio-type", choices=("imst", "amber", "cul", "rtl"), default="imst")
+    gen.add_argument("--link-mode", choices=("T1", "C1", "S1", "C1T1"), default="C1T1")
+    gen.add_argument("--forward-interval", type=int, default=900,
+                     help="seconds between forwarded telegrams per radio meter (default 900)")
+    gen.add_argument("--keys-file", type=Path, default=None,
+                     help="meter keys file to write, mode 0600 (default: <collector>-meter-keys.txt next to"
+                          " the output file)")
     gen.set_defaults(func=_config_from_site)
 
     read = esub.add_parser(
@@ -78,16 +93,51 @@ def _check_config(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
+    keys_note = ""
+    if config.meter_keys_file is not None:
+        from edge.radio import KeysFileError, load_meter_keys
+
+        try:
+            keys = load_meter_keys(config.meter_keys_file)
+        except KeysFileError as exc:  # names the file and the entry, never a key
+            print(f"{args.file}: meter_keys_file: {exc}", file=sys.stderr)
+            return 2
+        radio_meters = {m for r in config.radios for m in r.meters}
+        keys_note = f", {len(keys)} meter key(s) ({len(radio_meters & keys.keys())} for our radio meters)"
     meters = sum(len(b.meters) for b in config.buses)
     print(
         f"{args.file}: ok - collector {config.collector_id}, broker {config.mqtt.broker().redacted()},"
         f" {len(config.buses)} bus(es) with {meters} meter(s), {len(config.radios)} radio stick(s)"
+        f"{keys_note}"
     )
     return 0
 
 
+def _radio_ports(values: list[str], sticks: list[str]) -> dict[str, str]:
+    """``--radio-port`` values as stick -> port; a bare PORT is for the only stick."""
+    ports: dict[str, str] = {}
+    for value in values:
+        name, sep, port = value.partition("=")
+        if not sep or name.startswith("/"):
+            if len(sticks) != 1:
+                choices = ", ".join(sticks) or "(no radio meters in the export)"
+                raise ValueError(f"--radio-port {value}: say which stick (STICK=PORT), one of {choices}")
+            name, port = sticks[0], value
+        if name not in sticks:
+            raise ValueError(f"--radio-port {value}: no radio meters on stick {name!r} in the site export")
+        ports[name] = port
+    return {s: ports.get(s, f"/dev/imd-{s}") for s in sticks}
+
+
 def _config_from_site(args: argparse.Namespace) -> int:
-    from edge.config import ConfigError, MeterConfig, parse_config, render_config
+    from edge.config import (
+        ConfigError,
+        MeterConfig,
+        RadioConfig,
+        parse_config,
+        render_config,
+        write_meter_keys,
+    )
     from protocols.errors import MessageError
     from protocols.site import parse_site
 
@@ -101,14 +151,45 @@ def _config_from_site(args: argparse.Namespace) -> int:
         print(f"{args.site}: {exc}", file=sys.stderr)
         return 2
     meters = []
+    radio_meters: dict[str, list[str]] = {}  # stick -> meter ids
+    keys: dict[str, str] = {}
     for meter in site.meters:
-        if meter.link != "mbus" or (args.bus is not None and meter.bus != args.bus):
+        if meter.link == "wmbus":
+            radio_meters.setdefault(meter.bus, []).append(meter.id)
+            if meter.key is not None:
+                keys[meter.id] = meter.key
+            continue
+        if args.bus is not None and meter.bus != args.bus:
             continue
         label = f"{meter.medium.value} {meter.apartment or 'main'}"
         if meter.primary_address is not None:
             meters.append(MeterConfig(primary=meter.primary_address, name=label))
         else:
             meters.append(MeterConfig(secondary=meter.secondary_address, name=label))
+    if meters and args.port is None:
+        print(f"config-from-site: {len(meters)} wired meter(s): give --port (the bus's serial port)",
+              file=sys.stderr)
+        return 2
+    try:
+        ports = _radio_ports(args.radio_port, sorted(radio_meters))
+        radios = [
+            RadioConfig(name=stick, port=ports[stick], type=args.radio_type, link_mode=args.link_mode,
+                        forward_interval_s=args.forward_interval, meters=ids)
+            for stick, ids in sorted(radio_meters.items())
+        ]
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        print(f"config-from-site: {exc}", file=sys.stderr)
+        return 2
+    keys_file: Path | None = None
+    if keys:
+        if args.keys_file is not None:
+            keys_file = args.keys_file.resolve()
+        elif args.output is not None:
+            keys_file = args.output.resolve().parent / f"{args.collector}-meter-keys.txt"
+        else:
+            print("config-from-site: the site export carries meter keys: give --keys-file (keys are never"
+                  " printed)", file=sys.stderr)
+            return 2
     if args.data_dir is not None:
         data_dir = args.data_dir
     elif args.output is not None:
@@ -118,10 +199,12 @@ def _config_from_site(args: argparse.Namespace) -> int:
     text = render_config(
         collector_id=args.collector,
         mqtt_url=mqtt_url,
-        buses=[(args.bus or "mbus0", args.port, args.baud, meters)],
+        buses=[(args.bus or "mbus0", args.port, args.baud, meters)] if meters else [],
         data_dir=data_dir,
         interval_s=args.interval,
         heartbeat_s=args.heartbeat,
+        radios=radios,
+        meter_keys_file=str(keys_file) if keys_file is not None else None,
     )
     import tomllib
 
@@ -136,6 +219,9 @@ def _config_from_site(args: argparse.Namespace) -> int:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(text)
         args.output.chmod(0o600)  # it holds the broker password
+    if keys_file is not None:
+        write_meter_keys(keys_file, keys)
+        print(f"wrote {len(keys)} meter key(s) to {keys_file} (mode 0600)", file=sys.stderr)
     return 0
 
 

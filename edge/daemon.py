@@ -181,6 +181,7 @@ class Collector:
         self.radio_options: dict[str, Any] = {}  # RadioService keyword arguments (tests tune timings)
         # How often a vanished serial port is looked for again (first, then backing off to the max).
         self.port_retry_s: tuple[float, float] = (2.0, 60.0)
+        self.thermal_root = Path("/sys/class/thermal")  # where the board reports its CPU temperature
 
     # -- life cycle ------------------------------------------------------------------------------
 
@@ -425,7 +426,7 @@ class Collector:
             outbox_oldest_age_s=round(stats.oldest_age_s, 1) if stats.oldest_age_s is not None else None,
             last_polls=[w.last_poll for w in self.buses.values() if w.last_poll is not None],
             disk_free_bytes=disk_free,
-            cpu_temp_c=cpu_temperature_c(),
+            cpu_temp_c=cpu_temperature_c(self.thermal_root),
             version=self.version,
             alarms=alarms + (self.radio.alarms() if self.radio is not None else []),
             radio_telegrams_per_min=self.radio.telegrams_per_min() if self.radio is not None else None,
@@ -541,12 +542,25 @@ class Collector:
                 worker.close()
         self.buses = {b.name: BusWorker(b) for b in new.buses}
         self.config = new
+        # The radio listener is restarted, not patched: sticks, meter list and keys file may all have
+        # changed, and stopping stores what the sticks already delivered.
+        if self.radio is not None:
+            await self.radio.stop()
+            self.radio = None
+        if new.radios:
+            await self.start_radio()
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
             self.scheduler = None
             await self.schedule()
-        log.info("configuration reloaded: %d bus(es)", len(self.buses))
-        return {"buses": [b.name for b in new.buses], "meters": sum(len(b.meters) for b in new.buses)}
+        log.info("configuration reloaded: %d bus(es), %d radio stick(s)", len(self.buses), len(new.radios))
+        return {
+            "buses": [b.name for b in new.buses],
+            "meters": sum(len(b.meters) for b in new.buses),
+            "radios": [r.name for r in new.radios],
+            "radio_meters": len({m for r in new.radios for m in r.meters}),
+            "meter_keys": len(self.radio.filter.keys) if self.radio is not None else 0,
+        }
 
 
 def setup_logging(level: str) -> None:

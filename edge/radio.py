@@ -575,7 +575,9 @@ class RadioFilter:
         self._last_forward: dict[str, float] = {}
         self._last_failed: dict[str, float] = {}
         self._status: dict[str, tuple[Any, ...]] = {}
-        self._heard_times: deque[float] = deque(maxlen=100_000)
+        # Telegrams heard per whole second of the monotonic clock: a few hundred small entries
+        # however busy the air is (one float per telegram cost megabytes at 500 meters).
+        self._heard_per_s: deque[list[int]] = deque()  # [second, count], oldest first
 
     # -- queries -----------------------------------------------------------------------------------
 
@@ -586,10 +588,10 @@ class RadioFilter:
 
     def telegrams_per_min(self, now: float | None = None, window_s: float = 300.0) -> float:
         now = time.monotonic() if now is None else now
-        times = self._heard_times
-        while times and times[0] < now - window_s:
-            times.popleft()
-        return round(len(times) * 60.0 / window_s, 1)
+        buckets = self._heard_per_s
+        while buckets and buckets[0][0] < now - window_s:
+            buckets.popleft()
+        return round(sum(count for _, count in buckets) * 60.0 / window_s, 1)
 
     # -- the rules ---------------------------------------------------------------------------------
 
@@ -597,7 +599,14 @@ class RadioFilter:
         """What to store for one telegram: a frame to forward, a failed frame, or None (dropped)."""
         now = heard.monotonic
         self.stats.heard += 1
-        self._heard_times.append(now)
+        second = int(now)
+        buckets = self._heard_per_s
+        if buckets and buckets[-1][0] == second:
+            buckets[-1][1] += 1
+        else:
+            buckets.append([second, 1])
+            while len(buckets) > 3600:  # nobody asked for the rate for an hour
+                buckets.popleft()
         try:
             link = parse_link(heard.raw, link_mode=heard.link_mode)
         except FrameError as exc:

@@ -43,6 +43,12 @@ def register(sub: Any) -> None:
     )
     survey.add_argument("--baud", type=int, default=2400)
     survey.add_argument(
+        "--margin-ms",
+        type=float,
+        default=15.0,
+        help="extra wait for an answer beyond EN 13757-2 timing (slow USB adapters, busy hosts)",
+    )
+    survey.add_argument(
         "--mode",
         choices=("secondary", "primary", "both"),
         default="secondary",
@@ -278,7 +284,7 @@ def _survey(args: argparse.Namespace) -> int:
         for name, port in _pairs(args.bus, "--bus").items():
             links.append("mbus")
             try:
-                with SerialBus(port, args.baud) as bus:
+                with SerialBus(port, args.baud, margin_s=args.margin_ms / 1000) as bus:
                     result.meters += survey_wired(bus, name, mode=args.mode, addresses=_range(args.addresses),
                                                   progress=table)  # fmt: skip
             except BusError as exc:

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from central.api.billing import router as billing_router
 from central.api.commands import router as commands_router
 from central.api.deps import CentralState
 from central.api.faults import router as faults_router
@@ -87,6 +88,7 @@ def create_app(settings: Settings, *, start_ingest: bool = True) -> FastAPI:
     app.include_router(faults_router)
     app.include_router(commands_router)
     app.include_router(meters_admin_router)
+    app.include_router(billing_router)
     from central.web.views import mount
 
     mount(app)

@@ -250,3 +250,10 @@ async def rejected_messages(
         }
         for r in rows.scalars()
     ]
+
+
+# The installation register's CRUD and consumption per period (central.api.registry) share the /api
+# prefix; including it here keeps app.py's list of routers as it is.
+from central.api.registry import router as _registry_router  # noqa: E402
+
+router.include_router(_registry_router)

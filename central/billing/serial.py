@@ -138,3 +138,51 @@ def _encoder_for(cls: type) -> _Encoder:
 
 def digest(value: Any) -> str:
     return hashlib.sha256(canonical_json(value)).hexdigest()
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def from_jsonable(cls: Any, data: Any) -> Any:
+    """The inverse of ``to_jsonable`` for the billing dataclasses: rebuilds a value of type ``cls``
+    (a dataclass, enum, Decimal, date, datetime, ``X | None``, ``tuple[X, ...]``, fixed tuples) from
+    its JSON-able form, so a stored run can be exported later without recomputing it."""
+    import types
+    import typing
+
+    origin = typing.get_origin(cls)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(cls) if a is not type(None)]
+        if data is None:
+            return None
+        if len(args) != 1:
+            raise TypeError(f"cannot rebuild the union {cls}")
+        return from_jsonable(args[0], data)
+    if origin is tuple:
+        args = typing.get_args(cls)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(from_jsonable(args[0], x) for x in data)
+        return tuple(from_jsonable(a, x) for a, x in zip(args, data, strict=True))
+    if cls is Any or cls in (str, int, bool) or data is None:
+        return data
+    if cls is Decimal:
+        return Decimal(data)
+    if cls is datetime:
+        return datetime.fromisoformat(data)
+    if cls is date:
+        return date.fromisoformat(data)
+    if isinstance(cls, type) and issubclass(cls, Enum):
+        return cls(data)
+    if isinstance(cls, type) and dataclasses.is_dataclass(cls):
+        hints = _HINTS.get(cls)
+        if hints is None:
+            hints = _HINTS[cls] = typing.get_type_hints(cls)
+        return cls(**{
+            f.name: from_jsonable(hints[f.name], data[f.name])
+            for f in dataclasses.fields(cls)
+            if f.init and f.name in data
+        })  # fmt: skip
+    raise TypeError(f"cannot rebuild {cls!r}")
+
+
+__all__ += ["from_jsonable"]

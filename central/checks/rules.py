@@ -410,3 +410,9 @@ async def sum_check(ctx: MeterContext, p: Mapping[str, Any]) -> Finding | None:
 
 
 MAIN_MEDIA = frozenset({"heat", "hot_water", "cold_water", "electricity"})
+
+
+# The comparison and installation-consistency rules live in their own modules; importing them here
+# registers them wherever the built-in rules are loaded.
+from central.checks import comparison as _comparison  # noqa: E402, F401
+from central.checks import installation as _installation  # noqa: E402, F401

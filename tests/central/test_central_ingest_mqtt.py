@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -124,7 +124,7 @@ class _CrashingProcessor(IngestProcessor):
         super().__init__(db)
         self.received = asyncio.Event()
 
-    async def handle(self, topic: str, payload: bytes) -> None:
+    async def handle_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
         self.received.set()
         await asyncio.Event().wait()
 

@@ -133,6 +133,8 @@ def test_technician_day_on_the_simulator(tmp_path: Path, monkeypatch: pytest.Mon
                     f"mbus0={segment.port}",
                     "--mode",
                     "primary",
+                    "--margin-ms",
+                    "100",
                     "--addresses",
                     "1-125",
                     "--radio",

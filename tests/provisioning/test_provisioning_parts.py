@@ -593,7 +593,7 @@ def test_wired_survey_secondary_search_and_primary_scan() -> None:
     from edge.bus import SerialBus
     from provisioning.survey import Expected, Progress, finish, survey_wired
 
-    sim = build_building(seed=7, apartments=2, main_meter=False)
+    sim = build_building(seed=7, apartments=1, main_meter=False)
     site = sim.site
     rows: list[FoundMeter] = []
     steps: list[tuple[int, int]] = []
@@ -608,9 +608,10 @@ def test_wired_survey_secondary_search_and_primary_scan() -> None:
     segment = MbusSegment(sim.buses()["mbus0"]).start()
     try:
         # 9600 baud: the simulator answers at any speed and the answer windows are shorter
-        with SerialBus(segment.port, 9600) as bus:
+        # a wide margin: this checks the survey, not the timing, and the test host may be busy
+        with SerialBus(segment.port, 9600, margin_s=0.1) as bus:
             found = survey_wired(
-                bus, "mbus0", mode="both", addresses=range(3), attempts=1, progress=Recorder()
+                bus, "mbus0", mode="both", addresses=range(3), attempts=2, progress=Recorder()
             )
     finally:
         segment.stop()

@@ -1,0 +1,691 @@
+"""Storage adapter: builds a ``BillingInput`` from central's database and stores what a run leaves.
+
+The engine stays pure; this module is the only place that knows both sides.
+
+Ids given to the engine are stable within a database: an apartment is its object number (unique per
+property, the rental system's own key), a meter point ``P<db id>``, a meter ``<serial>-<manufacturer>``,
+a reading its database id as text (so each line's ``reading_ids`` lead back to the reading rows and
+their raw frames: ``billing_line_reading``).
+
+Readings: the medium's billing register (``central.checks.MAIN_REGISTER``: energy in Wh, volume in
+m³; storage 0, tariff 0, no subunit, instantaneous) of every meter on the property's meter points,
+from ``READING_WINDOW`` before the period to as long after it, so the engine can align (interpolate,
+flagged) the boundaries itself. Energy is converted to kWh exactly (a decimal shift). When a meter
+carries the quantity on several registers (a pulse input beside the main register), the shortest
+DIF/VIF wins, as in ``central.consumption``.
+
+Tenants: an apartment's ``tenant_ref`` is its occupant for the whole period; without one, the object
+number stands in as the reference (rental administration systems resolve the contract from the
+object number). Moves within a period are not stored in central yet: see the report in the run.
+
+Faults: a fault with ``blocks_billing`` that is not resolved blocks its meter's point (the settings'
+fault policy then holds the line or bills it flagged).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from central.checks import MAIN_REGISTER
+from central.models import (
+    Apartment as ApartmentRow,
+)
+from central.models import (
+    BillingDocument,
+    BillingFixedCost,
+    BillingLineReading,
+    BillingLineRecord,
+    BillingPrice,
+    BillingRunRecord,
+    BillingSettings,
+    BillingSupplierInvoice,
+    BillingSupplierInvoiceLine,
+    Fault,
+    Meter,
+    Property,
+)
+from central.models import (
+    MeterPoint as MeterPointRow,
+)
+from central.models import (
+    Reading as ReadingRow,
+)
+
+from .documents import Comparison, Document, DocumentContext
+from .model import (
+    Apartment,
+    Approval,
+    BillingInput,
+    DifferenceRule,
+    FaultPolicy,
+    FixedCost,
+    FixedKey,
+    Frequency,
+    InvoiceLine,
+    InvoiceLineKind,
+    Medium,
+    MediumConfig,
+    MeterInstallation,
+    MeterPoint,
+    PriceEntry,
+    PriceModel,
+    PropertySettings,
+    Reading,
+    SupplierInvoice,
+    TenantPeriod,
+    VatRounding,
+)
+from .money import ZERO, Rounding
+from .runs import BillingRun, LineKind, RunStopped
+from .serial import canonical_json, from_jsonable
+
+__all__ = [
+    "READING_WINDOW",
+    "UNITS",
+    "BillingSetupError",
+    "StoredRun",
+    "archive_documents",
+    "comparisons_for",
+    "document_context",
+    "load_input",
+    "load_run",
+    "media_from_json",
+    "next_run_id",
+    "save_run",
+    "update_run",
+]
+
+READING_WINDOW = timedelta(days=45)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MOVE_IN_ALWAYS = date(1900, 1, 1)
+
+# medium -> (engine unit, decimal shift from the stored register unit)
+UNITS: dict[str, tuple[str, int]] = {
+    "heat": ("kWh", -3),  # register in Wh
+    "electricity": ("kWh", -3),
+    "hot_water": ("m3", 0),
+    "cold_water": ("m3", 0),
+}
+
+
+class BillingSetupError(ValueError):
+    """The property cannot be billed as configured; ``reasons`` says what is missing."""
+
+    def __init__(self, reasons: list[str]) -> None:
+        super().__init__("; ".join(reasons))
+        self.reasons = reasons
+
+
+def media_from_json(text: str) -> dict[str, dict[str, Any]]:
+    data = json.loads(text or "{}")
+    if not isinstance(data, dict):
+        raise BillingSetupError(["media settings: a JSON object medium -> settings"])
+    return data
+
+
+def _medium_config(medium: str, cfg: Mapping[str, Any], prices: tuple[PriceEntry, ...]) -> MediumConfig:
+    return MediumConfig(
+        medium=Medium(medium),
+        model=PriceModel(cfg.get("model", "debitering")),
+        unit=UNITS[medium][0],
+        prices=prices,
+        fixed_key_share=Decimal(str(cfg.get("fixed_key_share", "0"))),
+        fixed_key=FixedKey(cfg.get("fixed_key", "area")),
+        difference_rule=DifferenceRule(cfg.get("difference_rule", "consumption")),
+    )
+
+
+def _settings(prop: Property, row: BillingSettings) -> PropertySettings:
+    return PropertySettings(
+        property_id=prop.key,
+        name=prop.name,
+        frequency=Frequency(row.frequency),
+        lag_months=row.lag_months,
+        timezone=row.timezone,
+        vat_registered=row.vat_registered,
+        vat_rate=row.vat_rate,
+        vat_rounding=VatRounding(row.vat_rounding),
+        rounding=Rounding[row.rounding.upper()],
+        reading_decimals=row.reading_decimals,
+        max_extrapolation_days=row.max_extrapolation_days,
+        fault_policy=FaultPolicy(row.fault_policy),
+        estimated_share_limit=row.estimated_share_limit,
+    )
+
+
+def _apartment(row: ApartmentRow) -> Apartment:
+    return Apartment(row.object_number, row.object_number, row.number, row.area_m2, row.share, row.address)
+
+
+def _pick_register(rows: list[Any]) -> str:
+    return min({r.register for r in rows}, key=lambda reg: (len(reg), reg))
+
+
+async def load_input(
+    session: AsyncSession,
+    prop: Property,
+    period_from: date,
+    period_to: date,
+    approvals: tuple[Approval, ...] = (),
+) -> tuple[BillingInput, dict[str, int]]:
+    """The engine's input for ``prop`` and ``[period_from, period_to)``; and object number -> apartment
+    row id (for the line rows). Raises ``BillingSetupError`` when the property has no settings."""
+    srow = await session.get(BillingSettings, prop.id)
+    if srow is None:
+        raise BillingSetupError([f"property {prop.key}: no billing settings (PUT .../settings first)"])
+    settings = _settings(prop, srow)
+    media_cfg = media_from_json(srow.media)
+    if not media_cfg:
+        raise BillingSetupError([f"property {prop.key}: no medium has a price model"])
+
+    apt_rows = (
+        (await session.execute(select(ApartmentRow).where(ApartmentRow.property_id == prop.id)))
+        .scalars()
+        .all()
+    )
+    apartments = tuple(_apartment(a) for a in sorted(apt_rows, key=lambda a: a.object_number))
+    apt_key = {a.id: a.object_number for a in apt_rows}
+    tenants = tuple(
+        TenantPeriod(a.object_number, a.tenant_ref or a.object_number, MOVE_IN_ALWAYS) for a in apt_rows
+    )
+
+    points = (
+        (
+            await session.execute(
+                select(MeterPointRow).where(
+                    MeterPointRow.property_id == prop.id, MeterPointRow.medium.in_(list(media_cfg))
+                )
+            )
+        )
+        .scalars()
+        .all()
+    )
+    point_ids = [p.id for p in points]
+    meters = (
+        (await session.execute(select(Meter).where(Meter.meter_point_id.in_(point_ids or [-1]))))
+        .scalars()
+        .all()
+    )
+    start = datetime.combine(period_from, datetime.min.time(), tzinfo=UTC) - READING_WINDOW
+    end = datetime.combine(period_to, datetime.min.time(), tzinfo=UTC) + READING_WINDOW
+    wanted = {(m.id,): MAIN_REGISTER.get(m.medium) for m in meters}
+    readings: dict[int, list[Any]] = defaultdict(list)
+    if meters:
+        rows = await session.execute(
+            select(
+                ReadingRow.id,
+                ReadingRow.meter_id,
+                ReadingRow.register,
+                ReadingRow.read_at,
+                ReadingRow.value,
+                ReadingRow.raw_frame_id,
+                ReadingRow.quantity,
+                ReadingRow.unit,
+            )
+            .where(
+                ReadingRow.meter_id.in_([m.id for m in meters]),
+                ReadingRow.read_at >= start,
+                ReadingRow.read_at <= end,
+                ReadingRow.storage == 0,
+                ReadingRow.tariff == 0,
+                ReadingRow.subunit == 0,
+                ReadingRow.function == "instantaneous",
+            )
+            .order_by(ReadingRow.meter_id, ReadingRow.read_at, ReadingRow.id)
+        )
+        for r in rows:
+            if wanted.get((r.meter_id,)) == (r.quantity, r.unit):
+                readings[r.meter_id].append(r)
+
+    faults: dict[int, list[str]] = defaultdict(list)
+    if meters:
+        for fid, meter_id in await session.execute(
+            select(Fault.id, Fault.meter_id)
+            .where(
+                Fault.meter_id.in_([m.id for m in meters]),
+                Fault.blocks_billing.is_(True),
+                Fault.state != "resolved",
+            )
+            .order_by(Fault.id)
+        ):
+            faults[meter_id].append(f"F{fid}")
+
+    by_point: dict[int, list[Meter]] = defaultdict(list)
+    for m in meters:
+        if m.meter_point_id is not None:
+            by_point[m.meter_point_id].append(m)
+    engine_points: list[MeterPoint] = []
+    for p in sorted(points, key=lambda p: p.id):
+        if p.medium not in UNITS:
+            continue
+        unit, shift = UNITS[p.medium]
+        installs = []
+        blocking: list[str] = []
+        for m in sorted(by_point.get(p.id, []), key=lambda m: (m.installed_at or EPOCH, m.id)):
+            rows_m = readings.get(m.id, [])
+            if rows_m:
+                reg = _pick_register(rows_m)
+                rows_m = [r for r in rows_m if r.register == reg]
+            installs.append(
+                MeterInstallation(
+                    meter_id=f"{m.serial}-{m.manufacturer}",
+                    installed_at=m.installed_at or EPOCH,
+                    removed_at=m.removed_at,
+                    readings=tuple(
+                        Reading(
+                            str(r.id),
+                            r.read_at,
+                            r.value.scaleb(shift) if shift else r.value,
+                            raw_frame_id=None if r.raw_frame_id is None else str(r.raw_frame_id),
+                        )
+                        for r in rows_m
+                    ),
+                )
+            )
+            blocking += faults.get(m.id, [])
+        engine_points.append(
+            MeterPoint(
+                id=f"P{p.id}",
+                medium=Medium(p.medium),
+                unit=unit,
+                apartment_id=apt_key.get(p.apartment_id) if p.apartment_id is not None else None,
+                installations=tuple(installs),
+                blocking_faults=tuple(blocking),
+            )
+        )
+
+    price_rows = (
+        (
+            await session.execute(
+                select(BillingPrice)
+                .where(BillingPrice.property_id == prop.id)
+                .order_by(BillingPrice.medium, BillingPrice.valid_from, BillingPrice.id)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    prices: dict[str, list[PriceEntry]] = defaultdict(list)
+    for pr in price_rows:
+        prices[pr.medium].append(
+            PriceEntry(pr.valid_from, pr.valid_to, pr.unit_price, pr.fixed_fee_per_month)
+        )
+
+    problems: list[str] = []
+    media = []
+    for medium in sorted(media_cfg):
+        if medium not in UNITS:
+            problems.append(f"medium {medium}: cannot be billed (no billing register)")
+            continue
+        try:
+            media.append(_medium_config(medium, media_cfg[medium], tuple(prices.get(medium, ()))))
+        except (ValueError, ArithmeticError) as exc:
+            problems.append(f"medium {medium}: {exc}")
+    if problems:
+        raise BillingSetupError(problems)
+
+    inv_rows = (
+        (
+            await session.execute(
+                select(BillingSupplierInvoice)
+                .where(
+                    BillingSupplierInvoice.property_id == prop.id,
+                    BillingSupplierInvoice.period_from < period_to,
+                    BillingSupplierInvoice.period_to > period_from,
+                )
+                .order_by(BillingSupplierInvoice.id)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    inv_lines: dict[int, list[BillingSupplierInvoiceLine]] = defaultdict(list)
+    if inv_rows:
+        for line in (
+            await session.execute(
+                select(BillingSupplierInvoiceLine)
+                .where(BillingSupplierInvoiceLine.invoice_id.in_([i.id for i in inv_rows]))
+                .order_by(BillingSupplierInvoiceLine.invoice_id, BillingSupplierInvoiceLine.position)
+            )
+        ).scalars():
+            inv_lines[line.invoice_id].append(line)
+    invoices = tuple(
+        SupplierInvoice(
+            id=f"I{i.id}",
+            supplier=i.supplier,
+            medium=Medium(i.medium),
+            period_from=i.period_from,
+            period_to=i.period_to,
+            lines=tuple(
+                InvoiceLine(InvoiceLineKind(ln.kind), ln.amount, ln.quantity, ln.unit, ln.text)
+                for ln in inv_lines[i.id]
+            ),
+        )
+        for i in inv_rows
+    )
+    cost_rows = (
+        (
+            await session.execute(
+                select(BillingFixedCost)
+                .where(BillingFixedCost.property_id == prop.id)
+                .order_by(BillingFixedCost.id)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    fixed_costs = tuple(
+        FixedCost(
+            f"C{c.id}", c.name, c.amount_per_month, FixedKey(c.key), c.taxable, c.valid_from, c.valid_to
+        )
+        for c in cost_rows
+    )
+    inp = BillingInput(
+        settings=settings,
+        period_from=period_from,
+        period_to=period_to,
+        apartments=apartments,
+        meter_points=tuple(engine_points),
+        media=tuple(media),
+        tenants=tuple(sorted(tenants, key=lambda t: t.apartment_id)),
+        invoices=invoices,
+        fixed_costs=fixed_costs,
+        approvals=approvals,
+    )
+    return inp, {a.object_number: a.id for a in apt_rows}
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRun:
+    record: BillingRunRecord
+    result: BillingRun | RunStopped
+
+    @property
+    def run(self) -> BillingRun:
+        """The run (a stopped run's preview); a stopped run without one has nothing to show."""
+        if isinstance(self.result, BillingRun):
+            return self.result
+        if self.result.preview is None:
+            raise LookupError(f"run {self.record.id} stopped without a preview")
+        return self.result.preview
+
+
+async def next_run_id(session: AsyncSession, prop: Property, period_from: date) -> str:
+    count = await session.scalar(
+        select(func.count())
+        .select_from(BillingRunRecord)
+        .where(BillingRunRecord.property_id == prop.id, BillingRunRecord.period_from == period_from)
+    )
+    return f"P{prop.id}-{period_from:%Y%m%d}-{(count or 0) + 1:02d}"
+
+
+def _state(result: BillingRun | RunStopped) -> str:
+    return "stopped" if isinstance(result, RunStopped) else str(result.state)
+
+
+def _result_json(result: BillingRun | RunStopped) -> str:
+    return canonical_json(result).decode()
+
+
+async def save_run(
+    session: AsyncSession,
+    prop: Property,
+    result: BillingRun | RunStopped,
+    apartment_ids: Mapping[str, int],
+    *,
+    created_by: str,
+    kind: str = "regular",
+    corrects_run_id: str | None = None,
+    raw_frames: Mapping[str, str | None] | None = None,
+) -> BillingRunRecord:
+    """Store a computed run: the whole value, one row per line, and each line's reading links.
+
+    A stopped run keeps its would-be lines only inside ``result`` (they are not bills yet); its line
+    rows and links are written when it is approved (``update_run``)."""
+    run = result if isinstance(result, BillingRun) else None
+    record = BillingRunRecord(
+        id=result.run_id,
+        property_id=prop.id,
+        period_from=result.period_from,
+        period_to=result.period_to,
+        kind=kind,
+        corrects_run_id=corrects_run_id,
+        state=_state(result),
+        input_digest=result.input_digest,
+        created_at=datetime.now(UTC),
+        created_by=created_by,
+        net=run.summary.net if run else None,
+        vat=run.summary.vat if run else None,
+        line_count=len(run.lines) if run else 0,
+        stop_reasons=canonical_json(result.reasons if isinstance(result, RunStopped) else ()).decode(),
+        result=_result_json(result),
+    )
+    session.add(record)
+    await session.flush()
+    if run is not None:
+        await _write_lines(session, run, apartment_ids, raw_frames)
+    return record
+
+
+async def _write_lines(
+    session: AsyncSession,
+    run: BillingRun,
+    apartment_ids: Mapping[str, int],
+    raw_frames: Mapping[str, str | None] | None,
+) -> None:
+    rows = [
+        {
+            "run_id": run.run_id,
+            "line_id": ln.line_id,
+            "apartment_id": apartment_ids.get(ln.apartment_id) if ln.apartment_id else None,
+            "object_number": ln.object_number,
+            "tenant_ref": ln.tenant_ref,
+            "kind": str(ln.kind),
+            "charge": ln.charge,
+            "medium": str(ln.medium) if ln.medium else None,
+            "payer": str(ln.payer),
+            "period_from": ln.period_from,
+            "period_to": ln.period_to,
+            "quantity": ln.quantity,
+            "unit": ln.unit,
+            "unit_price": ln.unit_price,
+            "net": ln.net,
+            "vat_rate": ln.vat_rate,
+            "vat": ln.vat,
+            "source": ln.source,
+            "estimated": ln.estimated,
+            "held": ln.held,
+            "corrects": ln.corrects,
+        }
+        for ln in run.lines
+    ]
+    if rows:
+        await session.execute(insert(BillingLineRecord), rows)
+    links: list[dict[str, Any]] = []
+    for ln in run.lines:
+        if ln.kind is LineKind.CREDIT:
+            continue  # a credit points at the line it credits, whose links are stored with it
+        seen: set[int] = set()
+        for span in ln.spans:
+            for rid in span.reading_ids:
+                if rid.isdigit() and int(rid) not in seen:
+                    seen.add(int(rid))
+        for rid in sorted(seen):
+            frame = (raw_frames or {}).get(str(rid))
+            links.append(
+                {
+                    "line_id": ln.line_id,
+                    "reading_id": rid,
+                    "run_id": run.run_id,
+                    "raw_frame_id": int(frame) if frame else None,
+                }
+            )
+    if links:
+        await session.execute(insert(BillingLineReading), links)
+
+
+def raw_frames_of(inp: BillingInput) -> dict[str, str | None]:
+    """Reading id -> raw frame id, for the traceability links."""
+    return {r.id: r.raw_frame_id for p in inp.meter_points for inst in p.installations for r in inst.readings}
+
+
+async def load_run(session: AsyncSession, run_id: str) -> StoredRun | None:
+    record = await session.get(BillingRunRecord, run_id)
+    if record is None:
+        return None
+    data = json.loads(record.result)
+    cls = RunStopped if record.state == "stopped" or "reasons" in data else BillingRun
+    return StoredRun(record, from_jsonable(cls, data))
+
+
+async def update_run(
+    session: AsyncSession,
+    record: BillingRunRecord,
+    run: BillingRun,
+    apartment_ids: Mapping[str, int] | None = None,
+    raw_frames: Mapping[str, str | None] | None = None,
+) -> None:
+    """Store a transition (approve, export, lock): the state and audit change, never the lines.
+    A stopped run that is approved gets its line rows now."""
+    was_stopped = record.state == "stopped"
+    record.state = str(run.state)
+    record.result = _result_json(run)
+    record.net, record.vat, record.line_count = run.summary.net, run.summary.vat, len(run.lines)
+    if was_stopped:
+        await session.execute(delete(BillingLineRecord).where(BillingLineRecord.run_id == record.id))
+        await _write_lines(session, run, apartment_ids or {}, raw_frames)
+
+
+async def document_context(session: AsyncSession, prop: Property, language: str = "sv") -> DocumentContext:
+    srow = await session.get(BillingSettings, prop.id)
+    apt_rows = (
+        (await session.execute(select(ApartmentRow).where(ApartmentRow.property_id == prop.id)))
+        .scalars()
+        .all()
+    )
+    return DocumentContext(
+        prop.key,
+        prop.name,
+        {a.object_number: _apartment(a) for a in apt_rows},
+        {},
+        srow.timezone if srow is not None else "Europe/Stockholm",
+        language,
+    )
+
+
+async def comparisons_for(
+    session: AsyncSession, prop: Property, run: BillingRun
+) -> dict[str, tuple[Comparison, ...]]:
+    """EED billing information per apartment: the previous period's and last year's consumption (from
+    earlier exported runs) and the building's average per m² this period (from this run)."""
+    consumption = [
+        ln for ln in run.lines if ln.kind is LineKind.CONSUMPTION and ln.medium and ln.quantity is not None
+    ]
+    if not consumption:
+        return {}
+    length = run.period_to - run.period_from
+    prev_from = _shift_month(run.period_from, -_months(run.period_from, run.period_to))
+    year_from = _shift_month(run.period_from, -12)
+
+    async def earlier(period_from: date) -> dict[tuple[str, str], Decimal]:
+        rows = await session.execute(
+            select(BillingLineRecord.object_number, BillingLineRecord.medium, BillingLineRecord.quantity)
+            .join(BillingRunRecord, BillingRunRecord.id == BillingLineRecord.run_id)
+            .where(
+                BillingRunRecord.property_id == prop.id,
+                BillingRunRecord.period_from == period_from,
+                BillingRunRecord.state.in_(("exported", "locked")),
+                BillingLineRecord.kind.in_(("consumption", "rebill", "credit")),
+            )
+        )
+        out: dict[tuple[str, str], Decimal] = defaultdict(lambda: ZERO)
+        for obj, medium, qty in rows:
+            if medium and qty is not None:
+                out[(obj, medium)] += qty
+        return out
+
+    previous, last_year = await earlier(prev_from), await earlier(year_from)
+    del length
+    ctx_apts = {a.object_number: a for a in (await document_context(session, prop)).apartments.values()}
+    per_medium: dict[str, Decimal] = defaultdict(lambda: ZERO)
+    units: dict[str, str] = {}
+    used: dict[tuple[str, str], Decimal] = defaultdict(lambda: ZERO)
+    for ln in consumption:
+        per_medium[str(ln.medium)] += ln.quantity or ZERO
+        units[str(ln.medium)] = ln.unit
+        used[(ln.object_number, str(ln.medium))] += ln.quantity or ZERO
+    area = sum((a.area_m2 for a in ctx_apts.values()), ZERO)
+    out: dict[str, list[Comparison]] = defaultdict(list)
+    for obj, medium in sorted(used):
+        avg = (per_medium[medium] / area).quantize(Decimal("0.001")) if area else None
+        out[obj].append(
+            Comparison(
+                Medium(medium), units[medium], previous.get((obj, medium)), last_year.get((obj, medium)), avg
+            )
+        )
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def _months(lo: date, hi: date) -> int:
+    return (hi.year - lo.year) * 12 + hi.month - lo.month
+
+
+def _shift_month(day: date, months: int) -> date:
+    index = day.year * 12 + day.month - 1 + months
+    return date(index // 12, index % 12 + 1, 1)
+
+
+CONTENT_TYPES = {
+    ".pdf": "application/pdf",
+    ".csv": "text/csv",
+    ".txt": "text/plain",
+    ".xml": "application/xml",
+}
+
+
+async def archive_documents(
+    session: AsyncSession,
+    prop: Property,
+    run_id: str,
+    items: Iterable[tuple[str, str, str | None, str | None, bytes]],
+    apartment_ids: Mapping[str, int],
+) -> list[BillingDocument]:
+    """Put documents (kind, name, apartment key, tenant ref, bytes) into the archive with SHA-256."""
+    now = datetime.now(UTC)
+    out = []
+    for kind, name, apt_key, tenant, data in items:
+        suffix = name[name.rfind(".") :] if "." in name else ""
+        doc = BillingDocument(
+            run_id=run_id,
+            property_id=prop.id,
+            kind=kind,
+            apartment_id=apartment_ids.get(apt_key) if apt_key else None,
+            tenant_ref=tenant,
+            name=name,
+            content_type=CONTENT_TYPES.get(suffix, "application/octet-stream"),
+            size=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+            data=data,
+            created_at=now,
+        )
+        session.add(doc)
+        out.append(doc)
+    await session.flush()
+    return out
+
+
+def document_items(docs: Iterable[Document]) -> list[tuple[str, str, str | None, str | None, bytes]]:
+    return [(d.kind, d.name, d.apartment_id, d.tenant_ref, d.data) for d in docs]
+
+
+__all__ += ["CONTENT_TYPES", "document_items", "raw_frames_of"]

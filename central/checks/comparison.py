@@ -1,0 +1,210 @@
+"""Consumption compared with the meter's own history and with the building's apartments per m².
+
+Both rules look at the billing register's growth over a window (``days``). A register is cumulative,
+so a window's consumption is the last minus the first reading in it; windows with too few readings
+or too little coverage are not judged (the communication rules report those).
+
+High consumption is a warning (a leak, a wrong register or a swapped meter costs a tenant money);
+low consumption is a note (``info``): people travel and flats stand empty, and a register that does
+not move at all in an occupied flat is the ``stuck_register`` rule's finding.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, select
+
+from central.checks import MAIN_REGISTER, Finding, MeterContext, rule
+from central.models import Apartment, Meter, MeterPoint, Reading
+
+WATER_AND_POWER = ("hot_water", "cold_water", "electricity")
+
+
+def _growth(
+    series: list[tuple[datetime, Decimal, int | None]], start: datetime, end: datetime
+) -> Decimal | None:
+    inside = [(t, v) for t, v, _f in series if start <= t <= end]
+    if len(inside) < 2:
+        return None
+    return inside[-1][1] - inside[0][1]
+
+
+def _covered(
+    series: list[tuple[datetime, Decimal, int | None]], start: datetime, end: datetime, coverage: float
+) -> bool:
+    inside = [t for t, _v, _f in series if start <= t <= end]
+    return len(inside) >= 2 and (inside[-1] - inside[0]) >= (end - start) * coverage
+
+
+@rule(
+    "consumption_vs_history",
+    severity="warning",
+    media=WATER_AND_POWER,
+    params={
+        "days": 7.0,
+        "history_windows": 8,
+        "min_windows": 4,
+        "high_factor": "4",
+        "low_factor": "0.2",
+        "coverage": 0.7,
+        "min_baseline": {"hot_water": "0.05", "cold_water": "0.05", "electricity": "5000"},
+    },
+)
+async def consumption_vs_history(ctx: MeterContext, p: Mapping[str, Any]) -> Finding | None:
+    """Consumption over the last `days` far above (`high_factor` x, warning) or below (`low_factor` x,
+    info) the median of the meter's own previous `history_windows` windows of the same length (at least
+    `min_windows` of them with `coverage` of readings, and a median of at least `min_baseline` so that
+    near-empty flats are not judged). Heat is left out: its use follows the season, not the meter."""
+    window = timedelta(days=float(p["days"]))
+    windows = int(p["history_windows"])
+    series = await ctx.main_series(ctx.now - window * (windows + 1))
+    coverage = float(p["coverage"])
+    current_start = ctx.now - window
+    if not _covered(series, current_start, ctx.now, coverage):
+        return None
+    current = _growth(series, current_start, ctx.now)
+    past: list[Decimal] = []
+    for n in range(1, windows + 1):
+        s, e = ctx.now - window * (n + 1), ctx.now - window * n
+        if _covered(series, s, e, coverage) and (g := _growth(series, s, e)) is not None and g >= 0:
+            past.append(g)
+    if current is None or current < 0 or len(past) < int(p["min_windows"]):
+        return None
+    median = Decimal(statistics.median(past))
+    if median < Decimal(str(p["min_baseline"].get(ctx.meter.medium, "0"))):
+        return None
+    evidence = {
+        "window_days": float(p["days"]),
+        "consumption": str(current),
+        "history_median": str(median),
+        "history": [str(v) for v in past],
+    }
+    if current > median * Decimal(str(p["high_factor"])):
+        return Finding(
+            f"consumption {current} in {p['days']:g} days, {current / median:.1f}x own median", evidence
+        )
+    if current < median * Decimal(str(p["low_factor"])):
+        return Finding(
+            f"consumption {current} in {p['days']:g} days, {current / median:.2f}x own median",
+            evidence,
+            "info",
+        )
+    return None
+
+
+# Per-run cache of a building's consumption per m²: every meter of the building needs the same
+# figures, and a check run uses one ``now``.
+_PEER_CACHE: dict[tuple[int, str, datetime, float, float], dict[int, Decimal]] = {}
+
+
+async def _building_per_m2(
+    ctx: MeterContext, building_id: int, days: float, coverage: float
+) -> dict[int, Decimal]:
+    """meter id -> consumption per m² over the window, for the building's apartment meters of a medium."""
+    key = (building_id, ctx.meter.medium, ctx.now, days, coverage)
+    if key in _PEER_CACHE:
+        return _PEER_CACHE[key]
+    if len(_PEER_CACHE) > 512:
+        _PEER_CACHE.clear()
+    quantity, unit = MAIN_REGISTER[ctx.meter.medium]
+    start = ctx.now - timedelta(days=days)
+    rows = await ctx.session.execute(
+        select(
+            Reading.meter_id,
+            Reading.register,
+            Apartment.area_m2,
+            func.min(Reading.read_at),
+            func.max(Reading.read_at),
+            func.count(),
+        )
+        .join(Meter, Reading.meter_id == Meter.id)
+        .join(MeterPoint, Meter.meter_point_id == MeterPoint.id)
+        .join(Apartment, MeterPoint.apartment_id == Apartment.id)
+        .where(Apartment.building_id == building_id, Meter.medium == ctx.meter.medium)
+        .where(Meter.removed_at.is_(None))
+        .where(Reading.quantity == quantity, Reading.unit == unit, Reading.function == "instantaneous")
+        .where(Reading.storage == 0, Reading.tariff == 0, Reading.subunit == 0)
+        .where(Reading.read_at >= start, Reading.read_at <= ctx.now)
+        .group_by(Reading.meter_id, Reading.register, Apartment.area_m2)
+    )
+    # The plain register of each meter (shortest DIF/VIF), as MeterContext.series does.
+    chosen: dict[int, tuple[str, Decimal, datetime, datetime, int]] = {}
+    for meter_id, register, area, first, last, count in rows.all():
+        if meter_id not in chosen or (len(register), register) < (
+            len(chosen[meter_id][0]),
+            chosen[meter_id][0],
+        ):
+            chosen[meter_id] = (register, area, first, last, count)
+    out: dict[int, Decimal] = {}
+    window = timedelta(days=days)
+    for meter_id, (register, area, first, last, count) in chosen.items():
+        if count < 2 or last - first < window * coverage or area <= 0:
+            continue
+        values = dict(
+            (
+                await ctx.session.execute(
+                    select(Reading.read_at, Reading.value).where(
+                        Reading.meter_id == meter_id,
+                        Reading.register == register,
+                        Reading.read_at.in_([first, last]),
+                    )
+                )
+            ).all()
+        )
+        if first in values and last in values and values[last] >= values[first]:
+            out[meter_id] = (values[last] - values[first]) / area
+    _PEER_CACHE[key] = out
+    return out
+
+
+@rule(
+    "consumption_vs_building",
+    severity="warning",
+    media=("hot_water", "cold_water", "electricity", "heat"),
+    params={
+        "days": 14.0,
+        "min_peers": 5,
+        "high_factor": "4",
+        "low_factor": "0.1",
+        "coverage": 0.8,
+        "min_median_per_m2": {
+            "hot_water": "0.002",
+            "cold_water": "0.004",
+            "electricity": "200",
+            "heat": "500",
+        },
+    },
+)
+async def consumption_vs_building(ctx: MeterContext, p: Mapping[str, Any]) -> Finding | None:
+    """An apartment meter's consumption per m² over the last `days` far above (`high_factor` x the
+    median, warning) or below (`low_factor` x, info) the median per m² of the building's apartment
+    meters of the same medium (at least `min_peers` others with `coverage` of readings; a median below
+    `min_median_per_m2`, e.g. heat in summer, is not judged)."""
+    if ctx.apartment is None or ctx.apartment.area_m2 <= 0:
+        return None
+    per_m2 = await _building_per_m2(ctx, ctx.apartment.building_id, float(p["days"]), float(p["coverage"]))
+    own = per_m2.get(ctx.meter.id)
+    peers = [v for m, v in per_m2.items() if m != ctx.meter.id]
+    if own is None or len(peers) < int(p["min_peers"]):
+        return None
+    median = Decimal(statistics.median(peers))
+    if median <= 0 or median < Decimal(str(p["min_median_per_m2"].get(ctx.meter.medium, "0"))):
+        return None
+    evidence = {
+        "window_days": float(p["days"]),
+        "per_m2": format(own.normalize(), "f"),
+        "building_median_per_m2": format(median.normalize(), "f"),
+        "peers": len(peers),
+        "area_m2": str(ctx.apartment.area_m2),
+    }
+    ratio = own / median
+    if ratio > Decimal(str(p["high_factor"])):
+        return Finding(f"consumption per m² {ratio:.1f}x the building's median", evidence)
+    if ratio < Decimal(str(p["low_factor"])):
+        return Finding(f"consumption per m² {ratio:.2f}x the building's median", evidence, "info")
+    return None

@@ -1,0 +1,493 @@
+"""Meter and apartment pages, the board/manager portal (their properties only) and the resident page."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import Response
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from central.api.deps import get_state
+from central.auth import Principal
+from central.models import Apartment, Building, Fault, Meter, MeterPoint, Property
+from central.queries import scope_meters, scope_properties
+from central.web.common import Page, Table, cell, chart, page, render, require
+from central.web.data import (
+    MEDIA_ORDER,
+    DailySeries,
+    change_percent,
+    daily_series,
+    month_start,
+    period_windows,
+    round_display,
+)
+
+GRAINS = ("day", "month", "year")
+Wrap = Callable[[Callable[..., Awaitable[Response]]], Callable[..., Awaitable[Response]]]
+
+
+def _today() -> date:
+    return datetime.now(UTC).date()
+
+
+def _since(today: date, months: int = 14) -> datetime:
+    start = month_start(today, months)
+    return datetime(start.year, start.month, start.day, tzinfo=UTC) - timedelta(days=45)
+
+
+def series_table(p: Page, name: str, series: DailySeries, grain: str, label: str) -> tuple[Table, str]:
+    t = p.t
+    buckets = series.buckets(grain)
+    if grain == "day":
+        buckets = buckets[-62:]
+    table = Table(name, [t(grain), f"{t('consumption')} ({series.unit})", t("estimated")])
+    for when, value, est in buckets:
+        table.rows.append([when, cell(round_display(value), estimated=est), "*" if est else ""])
+    data = chart(
+        "bar",
+        [b[0] for b in buckets],
+        [{"label": f"{label} ({series.unit})", "data": [float(b[1]) for b in buckets], "estimated": [b[2] for b in buckets]}],
+        series.unit,
+    )
+    return table, data
+
+
+async def _property(session: AsyncSession, p: Page, key: str) -> Property:
+    who = require(p)
+    if who.role == "resident":
+        raise HTTPException(403, detail=p.t("forbidden_text"))
+    prop = (await session.execute(select(Property).where(Property.key == key))).scalar_one_or_none()
+    if prop is None:
+        raise HTTPException(404, detail=f"{p.t('property')} {key}")
+    if not who.sees_all and prop.id not in who.property_ids:
+        raise HTTPException(403, detail=p.t("forbidden_text"))
+    return prop
+
+
+async def _property_meters(session: AsyncSession, prop_id: int) -> list[tuple[Meter, MeterPoint, Apartment | None]]:
+    rows = await session.execute(
+        select(Meter, MeterPoint, Apartment)
+        .join(MeterPoint, Meter.meter_point_id == MeterPoint.id)
+        .outerjoin(Apartment, MeterPoint.apartment_id == Apartment.id)
+        .where(MeterPoint.property_id == prop_id)
+        .order_by(Apartment.number, Meter.medium, Meter.serial)
+    )
+    return [(m, mp, a) for m, mp, a in rows.all()]
+
+
+def _per_medium(
+    meters: list[tuple[Meter, MeterPoint, Apartment | None]], series: dict[int, DailySeries]
+) -> dict[str, DailySeries]:
+    out: dict[str, DailySeries] = {}
+    for m, mp, _a in meters:
+        if m.id in series:
+            out.setdefault(mp.medium, DailySeries()).add(series[m.id])
+    return dict(sorted(out.items(), key=lambda kv: MEDIA_ORDER.index(kv[0]) if kv[0] in MEDIA_ORDER else 99))
+
+
+def _per_apartment(
+    meters: list[tuple[Meter, MeterPoint, Apartment | None]], series: dict[int, DailySeries], medium: str
+) -> dict[int, tuple[Apartment, DailySeries]]:
+    out: dict[int, tuple[Apartment, DailySeries]] = {}
+    for m, mp, a in meters:
+        if a is None or mp.medium != medium or m.id not in series:
+            continue
+        out.setdefault(a.id, (a, DailySeries()))[1].add(series[m.id])
+    return out
+
+
+def mount_pages(app: FastAPI, html: Wrap) -> None:  # noqa: C901 - one route per page
+    @app.get("/meters/{meter_id}", include_in_schema=False)
+    @html
+    async def meter_page(request: Request, meter_id: int) -> Response:
+        p = await page(request)
+        who = require(p)
+        t = p.t
+        grain = request.query_params.get("grain", "month")
+        grain = grain if grain in GRAINS else "month"
+        state = get_state(request)
+        async with state.db.sessions() as session:
+            row = (
+                await session.execute(
+                    scope_meters(
+                        select(Meter, MeterPoint, Apartment, Property)
+                        .outerjoin(MeterPoint, Meter.meter_point_id == MeterPoint.id)
+                        .outerjoin(Apartment, MeterPoint.apartment_id == Apartment.id)
+                        .outerjoin(Property, MeterPoint.property_id == Property.id),
+                        who,
+                    ).where(Meter.id == meter_id)
+                )
+            ).first()
+            if row is None:
+                raise HTTPException(404, detail=f"{t('meter')} {meter_id}")
+            meter, point, apt, prop = row
+            series = (await daily_series(session, [meter], _since(_today()))).get(meter.id, DailySeries())
+            siblings = []
+            if point is not None:
+                siblings = list(
+                    (
+                        await session.execute(
+                            select(Meter).where(Meter.meter_point_id == point.id).order_by(Meter.installed_at)
+                        )
+                    ).scalars()
+                )
+            faults = list(
+                (
+                    await session.execute(
+                        select(Fault).where(Fault.meter_id == meter.id).order_by(Fault.first_seen_at.desc())
+                    )
+                ).scalars()
+            )
+        table, data = series_table(p, f"meter_{meter.serial}_{grain}", series, grain, meter.serial)
+        repl = Table("replacements", [t("serial"), t("manufacturer"), t("installed"), t("removed")])
+        for s in siblings:
+            repl.rows.append([cell(s.serial, f"/meters/{s.id}"), s.manufacturer, s.installed_at, s.removed_at])
+        ftable = Table("meter_faults", ["#", t("severity"), t("rule"), t("state"), t("first_seen"), t("message")])
+        for f in faults:
+            href = f"/faults/{f.id}" if who.role in ("admin", "staff", "technician") else None
+            ftable.rows.append([cell(f.id, href), t(f.severity), f.rule, t(f.state), f.first_seen_at, f.message])
+        return render(
+            p,
+            "meter.html",
+            {
+                "meter": meter, "apt": apt, "prop": prop, "grain": grain, "grains": GRAINS, "chart_json": data,
+                "main_table": table.name,
+                "tables": {table.name: table, "replacements": repl, "meter_faults": ftable},
+            },
+        )  # fmt: skip
+
+    @app.get("/apartments/{apartment_id}", include_in_schema=False)
+    @html
+    async def apartment_page(request: Request, apartment_id: int) -> Response:
+        p = await page(request)
+        who = require(p)
+        t = p.t
+        grain = request.query_params.get("grain", "month")
+        grain = grain if grain in GRAINS else "month"
+        state = get_state(request)
+        async with state.db.sessions() as session:
+            row = (
+                await session.execute(
+                    select(Apartment, Property, Building)
+                    .join(Property, Apartment.property_id == Property.id)
+                    .join(Building, Apartment.building_id == Building.id)
+                    .where(Apartment.id == apartment_id)
+                )
+            ).first()
+            if row is None or not _may_see_apartment(who, row[0]):
+                raise HTTPException(403 if row is not None else 404, detail=t("forbidden_text"))
+            apt, prop, building = row
+            meters = list(
+                (
+                    await session.execute(
+                        select(Meter, MeterPoint)
+                        .join(MeterPoint, Meter.meter_point_id == MeterPoint.id)
+                        .where(MeterPoint.apartment_id == apt.id)
+                        .order_by(MeterPoint.medium, Meter.installed_at)
+                    )
+                ).all()
+            )
+            series = await daily_series(session, [m for m, _mp in meters], _since(_today()))
+        by_medium: dict[str, DailySeries] = {}
+        for m, mp in meters:
+            if m.id in series:
+                by_medium.setdefault(mp.medium, DailySeries()).add(series[m.id])
+        tables: dict[str, Table] = {}
+        charts = []
+        for medium, s in by_medium.items():
+            table, data = series_table(p, f"apartment_{apt.number}_{medium}_{grain}", s, grain, t(medium))
+            tables[table.name] = table
+            charts.append({"medium": medium, "table": table.name, "chart_json": data})
+        mtable = Table("apartment_meters", [t("serial"), t("medium"), t("manufacturer"), t("installed"), t("removed")])
+        for m, mp in meters:
+            mtable.rows.append(
+                [cell(m.serial, f"/meters/{m.id}"), t(mp.medium), m.manufacturer, m.installed_at, m.removed_at]
+            )
+        tables["apartment_meters"] = mtable
+        return render(
+            p,
+            "apartment.html",
+            {"apt": apt, "prop": prop, "building": building, "grain": grain, "grains": GRAINS, "charts": charts,
+             "tables": tables},
+        )  # fmt: skip
+
+    @app.get("/portal", include_in_schema=False)
+    @html
+    async def portal(request: Request) -> Response:
+        p = await page(request)
+        who = require(p)
+        if who.role == "resident":
+            raise HTTPException(403, detail=p.t("forbidden_text"))
+        t = p.t
+        state = get_state(request)
+        async with state.db.sessions() as session:
+            props = list((await session.execute(scope_properties(select(Property), who).order_by(Property.key))).scalars())
+            counts = dict(
+                (
+                    await session.execute(
+                        select(MeterPoint.property_id, func.count(Fault.id))
+                        .join(Meter, Meter.meter_point_id == MeterPoint.id)
+                        .join(Fault, Fault.meter_id == Meter.id)
+                        .where(Fault.state.in_(("open", "acknowledged")))
+                        .group_by(MeterPoint.property_id)
+                    )
+                ).all()
+            )
+        table = Table("properties", [t("property"), t("address"), t("open_faults")])
+        for prop in props:
+            table.rows.append(
+                [cell(f"{prop.name} ({prop.key})", f"/portal/p/{prop.key}"), prop.address or prop.city,
+                 counts.get(prop.id, 0)]
+            )  # fmt: skip
+        return render(p, "portal.html", {"tables": {"properties": table}})
+
+    @app.get("/portal/p/{key}", include_in_schema=False)
+    @html
+    async def property_page(request: Request, key: str) -> Response:
+        p = await page(request)
+        t = p.t
+        state = get_state(request)
+        today = _today()
+        windows = period_windows(today)
+        async with state.db.sessions() as session:
+            prop = await _property(session, p, key)
+            meters = await _property_meters(session, prop.id)
+            series = await daily_series(session, [m for m, _mp, _a in meters], _since(today))
+            open_faults = (
+                await session.execute(
+                    select(Fault, Meter, Apartment)
+                    .join(Meter, Fault.meter_id == Meter.id)
+                    .join(MeterPoint, Meter.meter_point_id == MeterPoint.id)
+                    .outerjoin(Apartment, MeterPoint.apartment_id == Apartment.id)
+                    .where(MeterPoint.property_id == prop.id, Fault.state.in_(("open", "acknowledged")))
+                    .order_by(Fault.last_seen_at.desc())
+                )
+            ).all()
+        per_medium = _per_medium(meters, series)
+        period = windows["this_period"][0].strftime("%Y-%m")
+        overview = Table(
+            "overview",
+            [t("medium"), t("unit"), f"{t('this_period')} ({period})", t("last_period"), t("change"),
+             t("last_year"), t("change")],
+        )  # fmt: skip
+        figures: dict[str, dict[str, Decimal | None]] = {}
+        for medium, s in per_medium.items():
+            vals = {name: s.total(*window)[0] for name, window in windows.items()}
+            figures[medium] = vals
+            overview.rows.append(
+                [t(medium), s.unit, round_display(vals["this_period"]), round_display(vals["last_period"]),
+                 change_percent(vals["this_period"], vals["last_period"]), round_display(vals["last_year"]),
+                 change_percent(vals["this_period"], vals["last_year"])]
+            )  # fmt: skip
+        overview_charts = [
+            {
+                "medium": medium,
+                "chart_json": chart(
+                    "bar",
+                    [t("last_year"), t("last_period"), t("this_period")],
+                    [{"label": f"{t(medium)} ({per_medium[medium].unit})",
+                      "data": [float(v or 0) for v in (vals["last_year"], vals["last_period"], vals["this_period"])]}],
+                    per_medium[medium].unit,
+                ),
+            }
+            for medium, vals in figures.items()
+        ]  # fmt: skip
+        faults = Table("property_faults", ["#", t("severity"), t("rule"), t("meter"), t("apartment"), t("last_seen")])
+        worker = p.who is not None and p.who.role in ("admin", "staff", "technician")
+        for f, m, a in open_faults:
+            faults.rows.append(
+                [cell(f.id, f"/faults/{f.id}" if worker else None), t(f.severity), f.rule,
+                 cell(m.serial, f"/meters/{m.id}"), a.number if a else "–", f.last_seen_at]
+            )  # fmt: skip
+        top = Table("top_consumers", [t("medium"), t("apartment"), t("area"), t("consumption"), t("per_m2")])
+        vacant = Table("vacant", [t("apartment"), t("object_number"), t("medium"), t("consumption")])
+        for medium in per_medium:
+            apts = _per_apartment(meters, series, medium)
+            ranked = []
+            for a, s in apts.values():
+                total = s.total(*windows["this_period"])[0]
+                if total is not None:
+                    ranked.append((total / a.area_m2 if a.area_m2 else Decimal(0), total, a, s.unit))
+                    if not a.tenant_ref:
+                        vacant.rows.append([cell(a.number, f"/apartments/{a.id}"), a.object_number, t(medium),
+                                            f"{round_display(total)} {s.unit}"])  # fmt: skip
+            for per_m2, total, a, unit in sorted(ranked, key=lambda r: r[0], reverse=True)[:3]:
+                top.rows.append(
+                    [t(medium), cell(a.number, f"/apartments/{a.id}"), str(a.area_m2),
+                     f"{round_display(total)} {unit}", f"{round_display(per_m2, 3)} {unit}/m²"]
+                )  # fmt: skip
+        return render(
+            p,
+            "property.html",
+            {"prop": prop, "charts": overview_charts, "period": period,
+             "tables": {"overview": overview, "property_faults": faults, "top_consumers": top, "vacant": vacant}},
+        )  # fmt: skip
+
+    @app.get("/portal/p/{key}/compare", include_in_schema=False)
+    @html
+    async def compare(request: Request, key: str) -> Response:
+        p = await page(request)
+        who = require(p)
+        t = p.t
+        q = request.query_params
+        kind = q.get("kind", "apartments")
+        kind = kind if kind in ("apartments", "meters", "properties") else "apartments"
+        medium = q.get("medium", "heat")
+        today = _today()
+        start, end = month_start(today, 12), month_start(today, 0)
+        state = get_state(request)
+        async with state.db.sessions() as session:
+            prop = await _property(session, p, key)
+            meters = await _property_meters(session, prop.id)
+            media = sorted({mp.medium for _m, mp, _a in meters}, key=lambda x: MEDIA_ORDER.index(x) if x in MEDIA_ORDER else 99)
+            medium = medium if medium in media else (media[0] if media else "heat")
+            if kind == "properties":
+                others = list(
+                    (await session.execute(scope_properties(select(Property), who).order_by(Property.key))).scalars()
+                )
+                prop_rows = []
+                for other in others:
+                    om = await _property_meters(session, other.id)
+                    os_ = await daily_series(session, [m for m, mp, _a in om if mp.medium == medium], _since(today, 12))
+                    area = sum(
+                        (a.area_m2 for a in {a.id: a for _m, mp, a in om if a is not None and mp.medium == medium}.values()),
+                        Decimal(0),
+                    )
+                    total = DailySeries()
+                    for s in os_.values():
+                        total.add(s)
+                    prop_rows.append((other, total.total(start, end)[0], area, total.unit))
+            else:
+                series = await daily_series(session, [m for m, mp, _a in meters if mp.medium == medium], _since(today, 12))
+        labels: list[str] = []
+        values: list[float] = []
+        if kind == "apartments":
+            table = Table("compare_apartments", [t("apartment"), t("area"), t("consumption"), t("per_m2")])
+            for a, s in sorted(_per_apartment(meters, series, medium).values(), key=lambda x: x[0].number):
+                total = s.total(start, end)[0]
+                per = total / a.area_m2 if total is not None and a.area_m2 else None
+                labels.append(a.number)
+                values.append(float(per or 0))
+                table.rows.append([cell(a.number, f"/apartments/{a.id}"), str(a.area_m2),
+                                   f"{round_display(total)} {s.unit}", f"{round_display(per, 3)} {s.unit}/m²"])  # fmt: skip
+            data = chart("bar", labels, [{"label": f"{t(medium)} {t('per_m2')}", "data": values}])
+        elif kind == "meters":
+            chosen = set(q.getlist("m"))
+            candidates = [(m, a) for m, mp, a in meters if mp.medium == medium and m.id in series]
+            picked = [(m, a) for m, a in candidates if m.serial in chosen] or candidates[:4]
+            months = sorted({b[0] for m, _a in picked for b in series[m.id].buckets("month")})[-12:]
+            datasets = []
+            table = Table("compare_meters", [t("serial"), t("apartment"), *months])
+            for m, a in picked:
+                by_month = {b[0]: b[1] for b in series[m.id].buckets("month")}
+                datasets.append({"label": m.serial, "data": [float(by_month.get(mo, 0)) for mo in months]})
+                table.rows.append([cell(m.serial, f"/meters/{m.id}"), a.number if a else "–",
+                                   *[round_display(by_month.get(mo)) for mo in months]])  # fmt: skip
+            labels = months
+            data = chart("line", labels, datasets)
+            q_meters = [(m.serial, a.number if a else "–", m.serial in {x.serial for x, _ in picked}) for m, a in candidates]
+        else:
+            table = Table("compare_properties", [t("property"), t("area"), t("consumption"), t("per_m2")])
+            for other, total, area, unit in prop_rows:
+                per = total / area if total is not None and area else None
+                labels.append(other.key)
+                values.append(float(per or 0))
+                table.rows.append([cell(other.key, f"/portal/p/{other.key}"), str(area),
+                                   f"{round_display(total)} {unit}", f"{round_display(per, 3)} {unit}/m²"])  # fmt: skip
+            data = chart("bar", labels, [{"label": f"{t(medium)} {t('per_m2')}", "data": values}])
+        return render(
+            p,
+            "compare.html",
+            {"prop": prop, "kind": kind, "medium": medium, "media": media, "chart_json": data,
+             "main_table": table.name, "tables": {table.name: table}, "window": f"{start} – {end - timedelta(days=1)}",
+             "meter_choices": q_meters if kind == "meters" else []},
+        )  # fmt: skip
+
+    @app.get("/portal/p/{key}/archive", include_in_schema=False)
+    @html
+    async def archive(request: Request, key: str) -> Response:
+        p = await page(request)
+        state = get_state(request)
+        async with state.db.sessions() as session:
+            prop = await _property(session, p, key)
+        return render(p, "archive.html", {"prop": prop})
+
+    @app.get("/mitt", include_in_schema=False)
+    @html
+    async def resident(request: Request) -> Response:
+        p = await page(request)
+        who = require(p)
+        t = p.t
+        if who.apartment_id is None:
+            raise HTTPException(403, detail=t("forbidden_text"))
+        today = _today()
+        this = (month_start(today), today + timedelta(days=1))
+        windows = {
+            "this_month": this,
+            "prev_month": (month_start(today, 1), month_start(today)),
+            "same_month_last_year": (month_start(today, 12), month_start(today, 11)),
+        }
+        state = get_state(request)
+        async with state.db.sessions() as session:
+            apt = await session.get(Apartment, who.apartment_id)
+            if apt is None:
+                raise HTTPException(404, detail=t("apartment"))
+            prop = await session.get(Property, apt.property_id)
+            meters = await _property_meters(session, apt.property_id)
+            series = await daily_series(session, [m for m, _mp, _a in meters], _since(today, 13))
+        media = sorted({mp.medium for _m, mp, a in meters if a is not None and a.id == apt.id},
+                       key=lambda x: MEDIA_ORDER.index(x) if x in MEDIA_ORDER else 99)  # fmt: skip
+        table = Table(
+            "my_consumption",
+            [t("medium"), t("unit"), t("this_month"), t("prev_month"), t("same_month_last_year"), t("building_avg"),
+             f"{t('this_month')} {t('per_m2')}", t("building_avg_m2")],
+        )  # fmt: skip
+        charts = []
+        for medium in media:
+            apts = _per_apartment(meters, series, medium)
+            mine = apts.get(apt.id)
+            if mine is None:
+                continue
+            s = mine[1]
+            vals = {name: s.total(*w)[0] for name, w in windows.items()}
+            others = [(a, x.total(*this)[0]) for a, x in apts.values()]
+            others = [(a, v) for a, v in others if v is not None]
+            avg = sum((v for _a, v in others), Decimal(0)) / len(others) if others else None
+            area = sum((a.area_m2 for a, _v in others), Decimal(0))
+            avg_m2 = sum((v for _a, v in others), Decimal(0)) / area if others and area else None
+            mine_m2 = vals["this_month"] / apt.area_m2 if vals["this_month"] is not None and apt.area_m2 else None
+            table.rows.append(
+                [t(medium), s.unit, round_display(vals["this_month"]), round_display(vals["prev_month"]),
+                 round_display(vals["same_month_last_year"]), round_display(avg), round_display(mine_m2, 3),
+                 round_display(avg_m2, 3)]
+            )  # fmt: skip
+            charts.append(
+                {
+                    "medium": medium,
+                    "chart_json": chart(
+                        "bar",
+                        [t("same_month_last_year"), t("prev_month"), t("this_month"), t("building_avg")],
+                        [{"label": f"{t(medium)} ({s.unit})",
+                          "data": [float(v or 0) for v in (vals["same_month_last_year"], vals["prev_month"],
+                                                           vals["this_month"], avg)]}],
+                        s.unit,
+                    ),
+                }
+            )  # fmt: skip
+        return render(p, "resident.html", {"apt": apt, "prop": prop, "charts": charts, "tables": {"my_consumption": table}})
+
+
+def _may_see_apartment(who: Principal, apt: Apartment) -> bool:
+    if who.sees_all:
+        return True
+    if who.role == "board":
+        return apt.property_id in who.property_ids
+    return who.role == "resident" and who.apartment_id == apt.id
+
+
+__all__ = ["mount_pages"]
