@@ -165,7 +165,7 @@ def measure(
             config = base / "collector.toml"
             env = {**os.environ, "IMD_MQTT_URL": mqtt_url}
             imd = [sys.executable, "-m", "imd.cli"]
-            subprocess.run([
+            subprocess.run([  # noqa: S603 - our own interpreter and arguments
                 *imd, "edge", "config-from-site", str(base / "site.json"), "--port", segment.port,
                 "--bus", "mbus0", "--collector", collector, "--interval", str(poll_interval_s),
                 "--heartbeat", "5", "--radio-port", stick.port, "--forward-interval", "30",
@@ -173,12 +173,13 @@ def measure(
             ], env=env, check=True, capture_output=True, text=True)  # fmt: skip
             air.start()
             started = time.monotonic()
-            proc = subprocess.Popen([*imd, "edge", "run", "--config", str(config)], env=env,
-                                    stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)  # fmt: skip
+            command = [*imd, "edge", "run", "--config", str(config)]
+            proc = subprocess.Popen(command, env=env, stderr=subprocess.PIPE,  # noqa: S603 - as above
+                                    stdout=subprocess.DEVNULL, text=True)  # fmt: skip
             assert proc.stderr is not None
             log_tail: list[str] = []
             for line in proc.stderr:
-                log_tail = (log_tail + [line.rstrip()])[-20:]
+                log_tail = [*log_tail[-19:], line.rstrip()]
                 match = POLL_DONE.search(line)
                 if match:
                     figures.polls.append((int(match[1]), int(match[2])))
@@ -221,7 +222,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--wired", type=int, default=250)
     parser.add_argument("--radio", type=int, default=500)
     parser.add_argument("--cycles", type=int, default=4, help="poll cycles to run (the first is warm-up)")
-    parser.add_argument("--radio-interval", type=float, default=3.0, help="seconds between a meter's telegrams")
+    parser.add_argument("--radio-interval", type=float, default=3.0,
+                        help="seconds between a meter's telegrams")
     parser.add_argument("--mqtt-url", default=None, help="default: $IMD_TEST_MQTT_URL or mqtt://127.0.0.1:1883")
     args, _ = parser.parse_known_args(argv)
     figures = measure(wired=args.wired, radio=args.radio, cycles=args.cycles,

@@ -18,8 +18,8 @@ from protocols.errors import MessageError
 TOPIC_ROOT = "imd/v1"
 COLLECTOR_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_FRAMES_PER_BATCH = 1000
-MAX_FRAME_HEX = 2 * 1024
-_HEX_RE = re.compile(r"[0-9a-f]*")  # one wired long frame is at most 261 bytes, a wM-Bus telegram 256
+MAX_FRAME_HEX = 2 * 1024  # one wired long frame is at most 261 bytes, a wM-Bus telegram 256
+_HEX_RE = re.compile(r"[0-9a-f]*")
 
 
 def frames_topic(collector: str) -> str:

@@ -588,7 +588,7 @@ def _limits(
     min_comparable: int,
     fallbacks: str | None,
 ) -> EstimationLimits:
-    chosen = tuple(f for f in (fallbacks or ",".join(FALLBACKS)).split(",") if f)
+    chosen = FALLBACKS if fallbacks is None else tuple(f.strip() for f in fallbacks.split(",") if f.strip())
     unknown = [f for f in chosen if f not in FALLBACKS]
     if unknown:
         raise HTTPException(

@@ -159,10 +159,10 @@ def from_jsonable(cls: Any, data: Any) -> Any:
             raise TypeError(f"cannot rebuild the union {cls}")
         return from_jsonable(args[0], data)
     if origin is tuple:
-        args = typing.get_args(cls)
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(from_jsonable(args[0], x) for x in data)
-        return tuple(from_jsonable(a, x) for a, x in zip(args, data, strict=True))
+        parts = typing.get_args(cls)
+        if len(parts) == 2 and parts[1] is Ellipsis:
+            return tuple(from_jsonable(parts[0], x) for x in data)
+        return tuple(from_jsonable(a, x) for a, x in zip(parts, data, strict=True))
     if cls is Any or cls in (str, int, bool) or data is None:
         return data
     if cls is Decimal:

@@ -168,7 +168,8 @@ def _apartment(row: ApartmentRow) -> Apartment:
 
 
 def _pick_register(rows: list[Any]) -> str:
-    return min({r.register for r in rows}, key=lambda reg: (len(reg), reg))
+    registers: set[str] = {r.register for r in rows}
+    return min(registers, key=lambda reg: (len(reg), reg))
 
 
 async def load_input(
@@ -258,7 +259,8 @@ async def load_input(
             )
             .order_by(Fault.id)
         ):
-            faults[meter_id].append(f"F{fid}")
+            if meter_id is not None:
+                faults[meter_id].append(f"F{fid}")
 
     by_point: dict[int, list[Meter]] = defaultdict(list)
     for m in meters:
@@ -520,12 +522,12 @@ async def _write_lines(
             for rid in span.reading_ids:
                 if rid.isdigit() and int(rid) not in seen:
                     seen.add(int(rid))
-        for rid in sorted(seen):
-            frame = (raw_frames or {}).get(str(rid))
+        for reading in sorted(seen):
+            frame = (raw_frames or {}).get(str(reading))
             links.append(
                 {
                     "line_id": ln.line_id,
-                    "reading_id": rid,
+                    "reading_id": reading,
                     "run_id": run.run_id,
                     "raw_frame_id": int(frame) if frame else None,
                 }

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from central.checks import MAIN_REGISTER, Finding, MeterContext, rule
 from central.models import Apartment, Meter, MeterPoint, Reading
@@ -113,15 +113,10 @@ async def _building_per_m2(
         _PEER_CACHE.clear()
     quantity, unit = MAIN_REGISTER[ctx.meter.medium]
     start = ctx.now - timedelta(days=days)
+    # One query for the whole building's window (a few readings per meter); grouped here rather
+    # than by SQL so that stored timestamps are never compared for equality across backends.
     rows = await ctx.session.execute(
-        select(
-            Reading.meter_id,
-            Reading.register,
-            Apartment.area_m2,
-            func.min(Reading.read_at),
-            func.max(Reading.read_at),
-            func.count(),
-        )
+        select(Reading.meter_id, Reading.register, Reading.read_at, Reading.value, Apartment.area_m2)
         .join(Meter, Reading.meter_id == Meter.id)
         .join(MeterPoint, Meter.meter_point_id == MeterPoint.id)
         .join(Apartment, MeterPoint.apartment_id == Apartment.id)
@@ -130,34 +125,26 @@ async def _building_per_m2(
         .where(Reading.quantity == quantity, Reading.unit == unit, Reading.function == "instantaneous")
         .where(Reading.storage == 0, Reading.tariff == 0, Reading.subunit == 0)
         .where(Reading.read_at >= start, Reading.read_at <= ctx.now)
-        .group_by(Reading.meter_id, Reading.register, Apartment.area_m2)
+        .order_by(Reading.meter_id, Reading.read_at)
     )
+    series: dict[tuple[int, str], list[tuple[datetime, Decimal]]] = {}
+    areas: dict[int, Decimal] = {}
+    for meter_id, register, read_at, value, area in rows.all():
+        series.setdefault((meter_id, register), []).append((read_at, value))
+        areas[meter_id] = area
     # The plain register of each meter (shortest DIF/VIF), as MeterContext.series does.
-    chosen: dict[int, tuple[str, Decimal, datetime, datetime, int]] = {}
-    for meter_id, register, area, first, last, count in rows.all():
-        if meter_id not in chosen or (len(register), register) < (
-            len(chosen[meter_id][0]),
-            chosen[meter_id][0],
-        ):
-            chosen[meter_id] = (register, area, first, last, count)
+    chosen: dict[int, str] = {}
+    for meter_id, register in series:
+        if meter_id not in chosen or (len(register), register) < (len(chosen[meter_id]), chosen[meter_id]):
+            chosen[meter_id] = register
     out: dict[int, Decimal] = {}
     window = timedelta(days=days)
-    for meter_id, (register, area, first, last, count) in chosen.items():
-        if count < 2 or last - first < window * coverage or area <= 0:
+    for meter_id, register in chosen.items():
+        points = series[(meter_id, register)]
+        (first, v0), (last, v1) = points[0], points[-1]
+        if len(points) < 2 or last - first < window * coverage or areas[meter_id] <= 0 or v1 < v0:
             continue
-        values = dict(
-            (
-                await ctx.session.execute(
-                    select(Reading.read_at, Reading.value).where(
-                        Reading.meter_id == meter_id,
-                        Reading.register == register,
-                        Reading.read_at.in_([first, last]),
-                    )
-                )
-            ).all()
-        )
-        if first in values and last in values and values[last] >= values[first]:
-            out[meter_id] = (values[last] - values[first]) / area
+        out[meter_id] = (v1 - v0) / areas[meter_id]
     _PEER_CACHE[key] = out
     return out
 
@@ -169,7 +156,7 @@ async def _building_per_m2(
     params={
         "days": 14.0,
         "min_peers": 5,
-        "high_factor": "4",
+        "high_factor": "3",
         "low_factor": "0.1",
         "coverage": 0.8,
         "min_median_per_m2": {

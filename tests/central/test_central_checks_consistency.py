@@ -53,8 +53,8 @@ class SimHistory:
 async def sim(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[SimHistory]:
     """Six weeks of daily read-outs of an 8-apartment property; a leak on one cold water meter from
     day 32 and a stuck hot water meter from day 30, as the simulator's truth log records them."""
-    from hwsim.fleet import Fleet, FleetProperty
     from hwsim.building import build_building
+    from hwsim.fleet import Fleet, FleetProperty
 
     building = build_building(seed=11, apartments=8, property_id="SIM-CHK")
     fleet = Fleet(seed=11, properties=0)
@@ -63,7 +63,7 @@ async def sim(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[SimHist
     cold = [m for m in building.site.meters if m.medium.value == "cold_water" and m.apartment]
     hot = [m for m in building.site.meters if m.medium.value == "hot_water" and m.apartment]
     leak_serial, stuck_serial = cold[3].id, hot[6].id
-    building.faults.inject(int(leak_serial), "leak", START + timedelta(days=32), None, flow_lh=60)
+    building.faults.inject(int(leak_serial), "leak", START + timedelta(days=32), None, flow_lh=120)
     building.faults.inject(int(stuck_serial), "stuck", START + timedelta(days=30), None)
 
     directory = tmp_path_factory.mktemp("sim-checks")
@@ -165,12 +165,28 @@ async def test_readings_outside_the_installation_period(site_db: Database) -> No
     meter = await _apartment_meter(site_db, "cold_water")
     async with site_db.sessions.begin() as session:
         for at, value in ((START - timedelta(hours=6), "1.000"), (START + timedelta(days=2), "1.500")):
-            session.add(Reading(meter_id=meter.id, register="0413", read_at=at, quantity="volume", unit="m3",
-                                value=Decimal(value)))  # fmt: skip
+            session.add(
+                Reading(
+                    meter_id=meter.id,
+                    register="0413",
+                    read_at=at,
+                    quantity="volume",
+                    unit="m3",
+                    value=Decimal(value),
+                )
+            )
     assert await _run(site_db, "installation_period", meter) == []  # within the day of installation
     async with site_db.sessions.begin() as session:
-        session.add(Reading(meter_id=meter.id, register="0413", read_at=START - timedelta(days=5), quantity="volume",
-                            unit="m3", value=Decimal("0.500")))  # fmt: skip
+        session.add(
+            Reading(
+                meter_id=meter.id,
+                register="0413",
+                read_at=START - timedelta(days=5),
+                quantity="volume",
+                unit="m3",
+                value=Decimal("0.500"),
+            )
+        )
     faults = await _run(site_db, "installation_period", meter)
     assert len(faults) == 1
     assert faults[0].blocks_billing
@@ -183,8 +199,15 @@ async def test_one_meter_on_two_apartments_or_two_meters_on_one_point(site_db: D
     assert await _run(site_db, "double_installation", first) == []
     async with site_db.sessions.begin() as session:
         # The same identification number registered again (other manufacturer code) on another flat.
-        session.add(Meter(serial=first.serial, manufacturer="XYZ", medium="cold_water",
-                          meter_point_id=other.meter_point_id, installed_at=START + timedelta(days=3)))  # fmt: skip
+        session.add(
+            Meter(
+                serial=first.serial,
+                manufacturer="XYZ",
+                medium="cold_water",
+                meter_point_id=other.meter_point_id,
+                installed_at=START + timedelta(days=3),
+            )
+        )
     faults = await _run(site_db, "double_installation", first)
     assert len(faults) == 1
     assert faults[0].severity == "critical"
@@ -198,8 +221,15 @@ async def test_one_meter_on_two_apartments_or_two_meters_on_one_point(site_db: D
     assert await _run(site_db, "double_installation", first) == []
     # A replacement whose old meter was never marked removed: two meters on one point.
     async with site_db.sessions.begin() as session:
-        session.add(Meter(serial="99000001", manufacturer="KAM", medium="cold_water",
-                          meter_point_id=other.meter_point_id, installed_at=START + timedelta(days=10)))  # fmt: skip
+        session.add(
+            Meter(
+                serial="99000001",
+                manufacturer="KAM",
+                medium="cold_water",
+                meter_point_id=other.meter_point_id,
+                installed_at=START + timedelta(days=10),
+            )
+        )
     faults = await _run(site_db, "double_installation", other)
     assert len(faults) == 1
     assert "same meter point" in faults[0].message

@@ -82,8 +82,9 @@ async def test_published_heartbeat_carries_every_health_field(tmp_path: Path, mq
                 publisher.cancel()
                 await asyncio.gather(publisher, return_exceptions=True)
                 radio.filter.meters = frozenset()  # nothing more is queued behind our three frames
-                queued = [FrameMessage(sequence=0, received_at=datetime.now(UTC), link=LinkKind.MBUS,
-                                       port="mbus0", address="1", status=FrameStatus.OK, raw="e5")] * 3  # fmt: skip
+                frame = FrameMessage(sequence=0, received_at=datetime.now(UTC), link=LinkKind.MBUS,
+                                     port="mbus0", address="1", status=FrameStatus.OK, raw="e5")  # fmt: skip
+                queued = [frame] * 3
                 assert collector.outbox is not None
                 await collector.outbox.add(queued, billing=True)
                 await asyncio.sleep(0.5)

@@ -44,6 +44,12 @@ async def seed(
     first = fleet.properties[0]
     water = next(sm for sm in first.sim.site.meters if sm.medium.value in ("hot_water", "cold_water"))
     first.sim.faults.inject(int(water.id), "stuck", now - timedelta(days=20), None)
+    # More for the bulk acknowledge: a meter that went silent and a heat meter running backwards.
+    second = fleet.properties[-1]
+    elec = next(sm for sm in second.sim.site.meters if sm.medium.value == "electricity")
+    second.sim.faults.inject(int(elec.id), "silent", now - timedelta(days=6), None)
+    heat = next(sm for sm in second.sim.site.meters if sm.medium.value == "heat")
+    second.sim.faults.inject(int(heat.id), "backwards", now - timedelta(days=10), None)
     db = await Database.open(settings.effective_database_url)
     t0 = time.perf_counter()
     try:
