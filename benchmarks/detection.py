@@ -20,6 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
     spec.loader.exec_module(module)
     args = list(argv or [])
     if not any(a.startswith("--days") for a in args):

@@ -104,8 +104,7 @@ def _login(browser: Any, central: dict[str, Any], user: str, *, phone: bool = Fa
     page.fill("#username", user)
     page.fill("#password", PASSWORD)
     page.click("button[type=submit]")
-    page.wait_for_load_state("networkidle")
-    assert "/login" not in page.url, f"{user} could not log in"
+    page.wait_for_url(lambda url: "/login" not in url)
     return page
 
 
@@ -133,7 +132,7 @@ def test_staff_works_a_fault_from_open_to_resolved(browser: Any, central: dict[s
     assert central["stuck_meter"] in row.inner_text()
     _shot(page, "fault-queue")
     row.locator("a").first.click()
-    page.wait_for_load_state("networkidle")
+    page.wait_for_url(re.compile(r".*/faults/\d+$"))
     fault_url = page.url
     assert page.locator("#fault-state").inner_text() in ("Öppen", "Open")
     assert page.locator("canvas#evidence-chart").is_visible()
@@ -172,7 +171,7 @@ def test_bulk_acknowledge_and_filters(browser: Any, central: dict[str, Any]) -> 
     for i in range(n):
         boxes.nth(i).check()
     page.click("#bulk-ack")
-    page.wait_for_load_state("networkidle")
+    page.wait_for_url(re.compile(r".*/faults\?state=open$"))
     assert page.locator("#table-faults tbody input[type=checkbox]").count() == 0
     page.goto(central["url"] + "/faults?state=acknowledged&sort=oldest&severity=warning")
     assert "Kvitterad" in page.locator("#table-faults").inner_text()
@@ -266,7 +265,6 @@ def test_main_pages_have_no_serious_accessibility_violations(browser: Any, centr
         page = _login(browser, central, user)
         for path in paths:
             page.goto(central["url"] + path.format(mine=central["properties"][0]))
-            page.wait_for_load_state("networkidle")
             if found := _axe(page):
                 problems[f"{user} {path}"] = found
         if user == "staff":
