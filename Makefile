@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint unit bench fuzz audit clean
+.PHONY: setup demo test lint unit bench fuzz audit clean browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -37,6 +37,13 @@ fuzz: $(STAMP)
 # the audit instead of passing silently.
 audit: $(STAMP)
 	$(BIN)/pip-audit --strict --skip-editable --progress-spinner off
+
+# Debian's chromium for the browser tests in tests/web (Playwright drives it; never `playwright install`).
+browser: $(STAMP)
+	@if [ -x /usr/bin/chromium ]; then echo "chromium present: /usr/bin/chromium"; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y chromium; \
+	else echo "run as root: apt-get update && apt-get install -y chromium"; fi
+	$(BIN)/python -m pytest tests/web -q
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

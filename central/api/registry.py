@@ -159,7 +159,7 @@ async def get_property(who: PrincipalDep, session: SessionDep, key: str) -> dict
     item = property_dict(prop)
     counts = {}
     for name, model in (("buildings", Building), ("apartments", Apartment), ("meter_points", MeterPoint)):
-        query = select(func.count()).select_from(model).where(model.property_id == prop.id)  # type: ignore[attr-defined]
+        query = select(func.count()).select_from(model).where(model.property_id == prop.id)
         counts[name] = (await session.execute(query)).scalar_one()
     item["counts"] = counts
     return item
@@ -182,7 +182,7 @@ async def change_property(who: Editor, session: SessionDep, key: str, body: Prop
 async def delete_property(who: Editor, session: SessionDep, key: str) -> Response:
     prop = await _property(session, who, key)
     for name, model in (("buildings", Building), ("apartments", Apartment), ("meter points", MeterPoint)):
-        query = select(func.count()).select_from(model).where(model.property_id == prop.id)  # type: ignore[attr-defined]
+        query = select(func.count()).select_from(model).where(model.property_id == prop.id)
         if (await session.execute(query)).scalar_one():
             raise _conflict(f"property {key} still has {name}; delete them first")
     await session.delete(prop)

@@ -97,20 +97,19 @@ async def consumption_vs_history(ctx: MeterContext, p: Mapping[str, Any]) -> Fin
     return None
 
 
-# Per-run cache of a building's consumption per m²: every meter of the building needs the same
-# figures, and a check run uses one ``now``.
-_PEER_CACHE: dict[tuple[int, str, datetime, float, float], dict[int, Decimal]] = {}
+# A building's consumption per m² is cached in the session's ``info`` (one chunk of a check run):
+# every meter of the building needs the same figures, and a run uses one ``now``.
+_CACHE_KEY = "consumption_vs_building"
 
 
 async def _building_per_m2(
     ctx: MeterContext, building_id: int, days: float, coverage: float
 ) -> dict[int, Decimal]:
     """meter id -> consumption per m² over the window, for the building's apartment meters of a medium."""
+    cache: dict[Any, dict[int, Decimal]] = ctx.session.info.setdefault(_CACHE_KEY, {})
     key = (building_id, ctx.meter.medium, ctx.now, days, coverage)
-    if key in _PEER_CACHE:
-        return _PEER_CACHE[key]
-    if len(_PEER_CACHE) > 512:
-        _PEER_CACHE.clear()
+    if key in cache:
+        return cache[key]
     quantity, unit = MAIN_REGISTER[ctx.meter.medium]
     start = ctx.now - timedelta(days=days)
     # One query for the whole building's window (a few readings per meter); grouped here rather
@@ -145,7 +144,7 @@ async def _building_per_m2(
         if len(points) < 2 or last - first < window * coverage or areas[meter_id] <= 0 or v1 < v0:
             continue
         out[meter_id] = (v1 - v0) / areas[meter_id]
-    _PEER_CACHE[key] = out
+    cache[key] = out
     return out
 
 

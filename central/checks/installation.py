@@ -141,7 +141,8 @@ async def apartment_without_meter(ctx: CollectorContext, p: Mapping[str, Any]) -
             .where(or_(Meter.installed_at.is_(None), Meter.installed_at <= ctx.now))
         )
         for medium, apartment_id in rows.all():
-            has[medium].add(apartment_id)
+            if apartment_id is not None:
+                has[medium].add(apartment_id)
         billed = p["billed_media"] or [
             m for m, apts in has.items() if len(apts) >= len(apartments) * float(p["min_share"])
         ]

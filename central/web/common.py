@@ -35,7 +35,11 @@ WORKER_ROLES = frozenset({"admin", "staff", "technician"})
 
 
 def fmt_time(value: Any) -> str:
-    return value.strftime("%Y-%m-%d %H:%M") if isinstance(value, datetime) else ("–" if value is None else str(value))
+    return (
+        value.strftime("%Y-%m-%d %H:%M")
+        if isinstance(value, datetime)
+        else ("–" if value is None else str(value))
+    )
 
 
 templates.env.filters["fmt_time"] = fmt_time
@@ -168,21 +172,37 @@ def render(p: Page, template: str, context: dict[str, Any], status_code: int = 2
         )
     if request.query_params.get("lang") == p.lang:
         response.set_cookie(
-            LANG_COOKIE, p.lang, max_age=365 * 86400, httponly=True, samesite="strict",
-            secure=secure(request), path="/",
-        )  # fmt: skip
+            LANG_COOKIE,
+            p.lang,
+            max_age=365 * 86400,
+            httponly=True,
+            samesite="strict",
+            secure=secure(request),
+            path="/",
+        )
     return response
 
 
 def error_page(request: Request, status_code: int, detail: str) -> Response:
     lang = pick_language(request.query_params.get("lang"), request.cookies.get(LANG_COOKIE))
     t = translator(lang)
-    title = t("forbidden") if status_code == 403 else t("not_found") if status_code == 404 else str(status_code)
+    title = (
+        t("forbidden") if status_code == 403 else t("not_found") if status_code == 404 else str(status_code)
+    )
     response = templates.TemplateResponse(
         request,
         "error.html",
-        {"who": None, "t": t, "lang": lang, "title": title, "detail": detail, "path": request.url.path,
-         "query": {}, "csrf": "", "tables": {}},
+        {
+            "who": None,
+            "t": t,
+            "lang": lang,
+            "title": title,
+            "detail": detail,
+            "path": request.url.path,
+            "query": {},
+            "csrf": "",
+            "tables": {},
+        },
         status_code=status_code,
-    )  # fmt: skip
+    )
     return HTMLResponse(response.body, status_code=status_code, headers={"Cache-Control": "no-store"})

@@ -9,6 +9,7 @@ Figures stay exact (Decimal); energy is shown in kWh.
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -78,7 +79,9 @@ def round_display(value: Decimal | None, places: int = 2) -> str:
 
 
 def _main_rows_query(meter_ids: list[int], since: datetime | None) -> Any:
-    query = select(Reading.meter_id, Reading.register, Reading.read_at, Reading.value, Reading.quantity, Reading.unit).where(
+    query = select(
+        Reading.meter_id, Reading.register, Reading.read_at, Reading.value, Reading.quantity, Reading.unit
+    ).where(
         Reading.meter_id.in_(meter_ids),
         Reading.storage == 0,
         Reading.tariff == 0,
@@ -99,7 +102,7 @@ def daily_from_readings(points: list[tuple[datetime, Decimal]], unit: str) -> Da
     for at, value in points:
         end_of_day[at.astimezone(UTC).date()] = value
     days = sorted(end_of_day)
-    for prev, day in zip(days, days[1:], strict=False):
+    for prev, day in itertools.pairwise(days):
         delta = (end_of_day[day] - end_of_day[prev]) / divisor
         gap = (day - prev).days
         if gap == 1:
@@ -123,7 +126,9 @@ async def daily_series(
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
         rows = (await session.execute(_main_rows_query(chunk, since))).all()
-        per_meter: dict[int, dict[str, list[tuple[datetime, Decimal]]]] = defaultdict(lambda: defaultdict(list))
+        per_meter: dict[int, dict[str, list[tuple[datetime, Decimal]]]] = defaultdict(
+            lambda: defaultdict(list)
+        )
         for meter_id, register, read_at, value, quantity, unit in rows:
             if (quantity, unit) == wanted[meter_id]:
                 per_meter[meter_id][register].append((read_at, value))
@@ -141,11 +146,7 @@ async def register_points(
     main = MAIN_REGISTER.get(meter.medium)
     if main is None:
         return "", []
-    rows = (
-        await session.execute(
-            _main_rows_query([meter.id], since).where(Reading.read_at <= until)
-        )
-    ).all()
+    rows = (await session.execute(_main_rows_query([meter.id], since).where(Reading.read_at <= until))).all()
     registers: dict[str, list[tuple[datetime, Decimal]]] = defaultdict(list)
     for _mid, register, read_at, value, quantity, unit in rows:
         if (quantity, unit) == main:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import Response
@@ -51,7 +50,13 @@ def series_table(p: Page, name: str, series: DailySeries, grain: str, label: str
     data = chart(
         "bar",
         [b[0] for b in buckets],
-        [{"label": f"{label} ({series.unit})", "data": [float(b[1]) for b in buckets], "estimated": [b[2] for b in buckets]}],
+        [
+            {
+                "label": f"{label} ({series.unit})",
+                "data": [float(b[1]) for b in buckets],
+                "estimated": [b[2] for b in buckets],
+            }
+        ],
         series.unit,
     )
     return table, data
@@ -69,7 +74,9 @@ async def _property(session: AsyncSession, p: Page, key: str) -> Property:
     return prop
 
 
-async def _property_meters(session: AsyncSession, prop_id: int) -> list[tuple[Meter, MeterPoint, Apartment | None]]:
+async def _property_meters(
+    session: AsyncSession, prop_id: int
+) -> list[tuple[Meter, MeterPoint, Apartment | None]]:
     rows = await session.execute(
         select(Meter, MeterPoint, Apartment)
         .join(MeterPoint, Meter.meter_point_id == MeterPoint.id)
@@ -101,7 +108,7 @@ def _per_apartment(
     return out
 
 
-def mount_pages(app: FastAPI, html: Wrap) -> None:  # noqa: C901 - one route per page
+def mount_pages(app: FastAPI, html: Wrap) -> None:
     @app.get("/meters/{meter_id}", include_in_schema=False)
     @html
     async def meter_page(request: Request, meter_id: int) -> Response:
@@ -146,20 +153,31 @@ def mount_pages(app: FastAPI, html: Wrap) -> None:  # noqa: C901 - one route per
         table, data = series_table(p, f"meter_{meter.serial}_{grain}", series, grain, meter.serial)
         repl = Table("replacements", [t("serial"), t("manufacturer"), t("installed"), t("removed")])
         for s in siblings:
-            repl.rows.append([cell(s.serial, f"/meters/{s.id}"), s.manufacturer, s.installed_at, s.removed_at])
-        ftable = Table("meter_faults", ["#", t("severity"), t("rule"), t("state"), t("first_seen"), t("message")])
+            repl.rows.append(
+                [cell(s.serial, f"/meters/{s.id}"), s.manufacturer, s.installed_at, s.removed_at]
+            )
+        ftable = Table(
+            "meter_faults", ["#", t("severity"), t("rule"), t("state"), t("first_seen"), t("message")]
+        )
         for f in faults:
             href = f"/faults/{f.id}" if who.role in ("admin", "staff", "technician") else None
-            ftable.rows.append([cell(f.id, href), t(f.severity), f.rule, t(f.state), f.first_seen_at, f.message])
+            ftable.rows.append(
+                [cell(f.id, href), t(f.severity), f.rule, t(f.state), f.first_seen_at, f.message]
+            )
         return render(
             p,
             "meter.html",
             {
-                "meter": meter, "apt": apt, "prop": prop, "grain": grain, "grains": GRAINS, "chart_json": data,
+                "meter": meter,
+                "apt": apt,
+                "prop": prop,
+                "grain": grain,
+                "grains": GRAINS,
+                "chart_json": data,
                 "main_table": table.name,
                 "tables": {table.name: table, "replacements": repl, "meter_faults": ftable},
             },
-        )  # fmt: skip
+        )
 
     @app.get("/apartments/{apartment_id}", include_in_schema=False)
     @html
@@ -203,18 +221,33 @@ def mount_pages(app: FastAPI, html: Wrap) -> None:  # noqa: C901 - one route per
             table, data = series_table(p, f"apartment_{apt.number}_{medium}_{grain}", s, grain, t(medium))
             tables[table.name] = table
             charts.append({"medium": medium, "table": table.name, "chart_json": data})
-        mtable = Table("apartment_meters", [t("serial"), t("medium"), t("manufacturer"), t("installed"), t("removed")])
+        mtable = Table(
+            "apartment_meters", [t("serial"), t("medium"), t("manufacturer"), t("installed"), t("removed")]
+        )
         for m, mp in meters:
             mtable.rows.append(
-                [cell(m.serial, f"/meters/{m.id}"), t(mp.medium), m.manufacturer, m.installed_at, m.removed_at]
+                [
+                    cell(m.serial, f"/meters/{m.id}"),
+                    t(mp.medium),
+                    m.manufacturer,
+                    m.installed_at,
+                    m.removed_at,
+                ]
             )
         tables["apartment_meters"] = mtable
         return render(
             p,
             "apartment.html",
-            {"apt": apt, "prop": prop, "building": building, "grain": grain, "grains": GRAINS, "charts": charts,
-             "tables": tables},
-        )  # fmt: skip
+            {
+                "apt": apt,
+                "prop": prop,
+                "building": building,
+                "grain": grain,
+                "grains": GRAINS,
+                "charts": charts,
+                "tables": tables,
+            },
+        )
 
     @app.get("/portal", include_in_schema=False)
     @html
@@ -226,7 +259,11 @@ def mount_pages(app: FastAPI, html: Wrap) -> None:  # noqa: C901 - one route per
         t = p.t
         state = get_state(request)
         async with state.db.sessions() as session:
-            props = list((await session.execute(scope_properties(select(Property), who).order_by(Property.key))).scalars())
+            props = list(
+                (
+                    await session.execute(scope_properties(select(Property), who).order_by(Property.key))
+                ).scalars()
+            )
             counts = dict(
                 (
                     await session.execute(
@@ -241,9 +278,12 @@ def mount_pages(app: FastAPI, html: Wrap) -> None:  # noqa: C901 - one route per
         table = Table("properties", [t("property"), t("address"), t("open_faults")])
         for prop in props:
             table.rows.append(
-                [cell(f"{prop.name} ({prop.key})", f"/portal/p/{prop.key}"), prop.address or prop.city,
-                 counts.get(prop.id, 0)]
-            )  # fmt: skip
+                [
+                    cell(f"{prop.name} ({prop.key})", f"/portal/p/{prop.key}"),
+                    prop.address or prop.city,
+                    counts.get(prop.id, 0),
+                ]
+            )
         return render(p, "portal.html", {"tables": {"properties": table}})
 
     @app.get("/portal/p/{key}", include_in_schema=False)
@@ -272,38 +312,66 @@ def mount_pages(app: FastAPI, html: Wrap) -> None:  # noqa: C901 - one route per
         period = windows["this_period"][0].strftime("%Y-%m")
         overview = Table(
             "overview",
-            [t("medium"), t("unit"), f"{t('this_period')} ({period})", t("last_period"), t("change"),
-             t("last_year"), t("change")],
-        )  # fmt: skip
+            [
+                t("medium"),
+                t("unit"),
+                f"{t('this_period')} ({period})",
+                t("last_period"),
+                t("change"),
+                t("last_year"),
+                t("change"),
+            ],
+        )
         figures: dict[str, dict[str, Decimal | None]] = {}
         for medium, s in per_medium.items():
             vals = {name: s.total(*window)[0] for name, window in windows.items()}
             figures[medium] = vals
             overview.rows.append(
-                [t(medium), s.unit, round_display(vals["this_period"]), round_display(vals["last_period"]),
-                 change_percent(vals["this_period"], vals["last_period"]), round_display(vals["last_year"]),
-                 change_percent(vals["this_period"], vals["last_year"])]
-            )  # fmt: skip
+                [
+                    t(medium),
+                    s.unit,
+                    round_display(vals["this_period"]),
+                    round_display(vals["last_period"]),
+                    change_percent(vals["this_period"], vals["last_period"]),
+                    round_display(vals["last_year"]),
+                    change_percent(vals["this_period"], vals["last_year"]),
+                ]
+            )
         overview_charts = [
             {
                 "medium": medium,
                 "chart_json": chart(
                     "bar",
                     [t("last_year"), t("last_period"), t("this_period")],
-                    [{"label": f"{t(medium)} ({per_medium[medium].unit})",
-                      "data": [float(v or 0) for v in (vals["last_year"], vals["last_period"], vals["this_period"])]}],
+                    [
+                        {
+                            "label": f"{t(medium)} ({per_medium[medium].unit})",
+                            "data": [
+                                float(v or 0)
+                                for v in (vals["last_year"], vals["last_period"], vals["this_period"])
+                            ],
+                        }
+                    ],
                     per_medium[medium].unit,
                 ),
             }
             for medium, vals in figures.items()
-        ]  # fmt: skip
-        faults = Table("property_faults", ["#", t("severity"), t("rule"), t("meter"), t("apartment"), t("last_seen")])
+        ]
+        faults = Table(
+            "property_faults", ["#", t("severity"), t("rule"), t("meter"), t("apartment"), t("last_seen")]
+        )
         worker = p.who is not None and p.who.role in ("admin", "staff", "technician")
         for f, m, a in open_faults:
             faults.rows.append(
-                [cell(f.id, f"/faults/{f.id}" if worker else None), t(f.severity), f.rule,
-                 cell(m.serial, f"/meters/{m.id}"), a.number if a else "–", f.last_seen_at]
-            )  # fmt: skip
+                [
+                    cell(f.id, f"/faults/{f.id}" if worker else None),
+                    t(f.severity),
+                    f.rule,
+                    cell(m.serial, f"/meters/{m.id}"),
+                    a.number if a else "–",
+                    f.last_seen_at,
+                ]
+            )
         top = Table("top_consumers", [t("medium"), t("apartment"), t("area"), t("consumption"), t("per_m2")])
         vacant = Table("vacant", [t("apartment"), t("object_number"), t("medium"), t("consumption")])
         for medium in per_medium:
@@ -314,19 +382,39 @@ def mount_pages(app: FastAPI, html: Wrap) -> None:  # noqa: C901 - one route per
                 if total is not None:
                     ranked.append((total / a.area_m2 if a.area_m2 else Decimal(0), total, a, s.unit))
                     if not a.tenant_ref:
-                        vacant.rows.append([cell(a.number, f"/apartments/{a.id}"), a.object_number, t(medium),
-                                            f"{round_display(total)} {s.unit}"])  # fmt: skip
+                        vacant.rows.append(
+                            [
+                                cell(a.number, f"/apartments/{a.id}"),
+                                a.object_number,
+                                t(medium),
+                                f"{round_display(total)} {s.unit}",
+                            ]
+                        )
             for per_m2, total, a, unit in sorted(ranked, key=lambda r: r[0], reverse=True)[:3]:
                 top.rows.append(
-                    [t(medium), cell(a.number, f"/apartments/{a.id}"), str(a.area_m2),
-                     f"{round_display(total)} {unit}", f"{round_display(per_m2, 3)} {unit}/m²"]
-                )  # fmt: skip
+                    [
+                        t(medium),
+                        cell(a.number, f"/apartments/{a.id}"),
+                        str(a.area_m2),
+                        f"{round_display(total)} {unit}",
+                        f"{round_display(per_m2, 3)} {unit}/m²",
+                    ]
+                )
         return render(
             p,
             "property.html",
-            {"prop": prop, "charts": overview_charts, "period": period,
-             "tables": {"overview": overview, "property_faults": faults, "top_consumers": top, "vacant": vacant}},
-        )  # fmt: skip
+            {
+                "prop": prop,
+                "charts": overview_charts,
+                "period": period,
+                "tables": {
+                    "overview": overview,
+                    "property_faults": faults,
+                    "top_consumers": top,
+                    "vacant": vacant,
+                },
+            },
+        )
 
     @app.get("/portal/p/{key}/compare", include_in_schema=False)
     @html
@@ -344,18 +432,30 @@ def mount_pages(app: FastAPI, html: Wrap) -> None:  # noqa: C901 - one route per
         async with state.db.sessions() as session:
             prop = await _property(session, p, key)
             meters = await _property_meters(session, prop.id)
-            media = sorted({mp.medium for _m, mp, _a in meters}, key=lambda x: MEDIA_ORDER.index(x) if x in MEDIA_ORDER else 99)
+            media = sorted(
+                {mp.medium for _m, mp, _a in meters},
+                key=lambda x: MEDIA_ORDER.index(x) if x in MEDIA_ORDER else 99,
+            )
             medium = medium if medium in media else (media[0] if media else "heat")
             if kind == "properties":
                 others = list(
-                    (await session.execute(scope_properties(select(Property), who).order_by(Property.key))).scalars()
+                    (
+                        await session.execute(scope_properties(select(Property), who).order_by(Property.key))
+                    ).scalars()
                 )
                 prop_rows = []
                 for other in others:
                     om = await _property_meters(session, other.id)
-                    os_ = await daily_series(session, [m for m, mp, _a in om if mp.medium == medium], _since(today, 12))
+                    os_ = await daily_series(
+                        session, [m for m, mp, _a in om if mp.medium == medium], _since(today, 12)
+                    )
                     area = sum(
-                        (a.area_m2 for a in {a.id: a for _m, mp, a in om if a is not None and mp.medium == medium}.values()),
+                        (
+                            a.area_m2
+                            for a in {
+                                a.id: a for _m, mp, a in om if a is not None and mp.medium == medium
+                            }.values()
+                        ),
                         Decimal(0),
                     )
                     total = DailySeries()
@@ -363,7 +463,9 @@ def mount_pages(app: FastAPI, html: Wrap) -> None:  # noqa: C901 - one route per
                         total.add(s)
                     prop_rows.append((other, total.total(start, end)[0], area, total.unit))
             else:
-                series = await daily_series(session, [m for m, mp, _a in meters if mp.medium == medium], _since(today, 12))
+                series = await daily_series(
+                    session, [m for m, mp, _a in meters if mp.medium == medium], _since(today, 12)
+                )
         labels: list[str] = []
         values: list[float] = []
         if kind == "apartments":
@@ -373,8 +475,14 @@ def mount_pages(app: FastAPI, html: Wrap) -> None:  # noqa: C901 - one route per
                 per = total / a.area_m2 if total is not None and a.area_m2 else None
                 labels.append(a.number)
                 values.append(float(per or 0))
-                table.rows.append([cell(a.number, f"/apartments/{a.id}"), str(a.area_m2),
-                                   f"{round_display(total)} {s.unit}", f"{round_display(per, 3)} {s.unit}/m²"])  # fmt: skip
+                table.rows.append(
+                    [
+                        cell(a.number, f"/apartments/{a.id}"),
+                        str(a.area_m2),
+                        f"{round_display(total)} {s.unit}",
+                        f"{round_display(per, 3)} {s.unit}/m²",
+                    ]
+                )
             data = chart("bar", labels, [{"label": f"{t(medium)} {t('per_m2')}", "data": values}])
         elif kind == "meters":
             chosen = set(q.getlist("m"))
@@ -386,27 +494,49 @@ def mount_pages(app: FastAPI, html: Wrap) -> None:  # noqa: C901 - one route per
             for m, a in picked:
                 by_month = {b[0]: b[1] for b in series[m.id].buckets("month")}
                 datasets.append({"label": m.serial, "data": [float(by_month.get(mo, 0)) for mo in months]})
-                table.rows.append([cell(m.serial, f"/meters/{m.id}"), a.number if a else "–",
-                                   *[round_display(by_month.get(mo)) for mo in months]])  # fmt: skip
+                table.rows.append(
+                    [
+                        cell(m.serial, f"/meters/{m.id}"),
+                        a.number if a else "–",
+                        *[round_display(by_month.get(mo)) for mo in months],
+                    ]
+                )
             labels = months
             data = chart("line", labels, datasets)
-            q_meters = [(m.serial, a.number if a else "–", m.serial in {x.serial for x, _ in picked}) for m, a in candidates]
+            q_meters = [
+                (m.serial, a.number if a else "–", m.serial in {x.serial for x, _ in picked})
+                for m, a in candidates
+            ]
         else:
             table = Table("compare_properties", [t("property"), t("area"), t("consumption"), t("per_m2")])
             for other, total, area, unit in prop_rows:
                 per = total / area if total is not None and area else None
                 labels.append(other.key)
                 values.append(float(per or 0))
-                table.rows.append([cell(other.key, f"/portal/p/{other.key}"), str(area),
-                                   f"{round_display(total)} {unit}", f"{round_display(per, 3)} {unit}/m²"])  # fmt: skip
+                table.rows.append(
+                    [
+                        cell(other.key, f"/portal/p/{other.key}"),
+                        str(area),
+                        f"{round_display(total)} {unit}",
+                        f"{round_display(per, 3)} {unit}/m²",
+                    ]
+                )
             data = chart("bar", labels, [{"label": f"{t(medium)} {t('per_m2')}", "data": values}])
         return render(
             p,
             "compare.html",
-            {"prop": prop, "kind": kind, "medium": medium, "media": media, "chart_json": data,
-             "main_table": table.name, "tables": {table.name: table}, "window": f"{start} – {end - timedelta(days=1)}",
-             "meter_choices": q_meters if kind == "meters" else []},
-        )  # fmt: skip
+            {
+                "prop": prop,
+                "kind": kind,
+                "medium": medium,
+                "media": media,
+                "chart_json": data,
+                "main_table": table.name,
+                "tables": {table.name: table},
+                "window": f"{start} – {end - timedelta(days=1)}",
+                "meter_choices": q_meters if kind == "meters" else [],
+            },
+        )
 
     @app.get("/portal/p/{key}/archive", include_in_schema=False)
     @html
@@ -440,13 +570,23 @@ def mount_pages(app: FastAPI, html: Wrap) -> None:  # noqa: C901 - one route per
             prop = await session.get(Property, apt.property_id)
             meters = await _property_meters(session, apt.property_id)
             series = await daily_series(session, [m for m, _mp, _a in meters], _since(today, 13))
-        media = sorted({mp.medium for _m, mp, a in meters if a is not None and a.id == apt.id},
-                       key=lambda x: MEDIA_ORDER.index(x) if x in MEDIA_ORDER else 99)  # fmt: skip
+        media = sorted(
+            {mp.medium for _m, mp, a in meters if a is not None and a.id == apt.id},
+            key=lambda x: MEDIA_ORDER.index(x) if x in MEDIA_ORDER else 99,
+        )
         table = Table(
             "my_consumption",
-            [t("medium"), t("unit"), t("this_month"), t("prev_month"), t("same_month_last_year"), t("building_avg"),
-             f"{t('this_month')} {t('per_m2')}", t("building_avg_m2")],
-        )  # fmt: skip
+            [
+                t("medium"),
+                t("unit"),
+                t("this_month"),
+                t("prev_month"),
+                t("same_month_last_year"),
+                t("building_avg"),
+                f"{t('this_month')} {t('per_m2')}",
+                t("building_avg_m2"),
+            ],
+        )
         charts = []
         for medium in media:
             apts = _per_apartment(meters, series, medium)
@@ -460,26 +600,50 @@ def mount_pages(app: FastAPI, html: Wrap) -> None:  # noqa: C901 - one route per
             avg = sum((v for _a, v in others), Decimal(0)) / len(others) if others else None
             area = sum((a.area_m2 for a, _v in others), Decimal(0))
             avg_m2 = sum((v for _a, v in others), Decimal(0)) / area if others and area else None
-            mine_m2 = vals["this_month"] / apt.area_m2 if vals["this_month"] is not None and apt.area_m2 else None
+            mine_m2 = (
+                vals["this_month"] / apt.area_m2 if vals["this_month"] is not None and apt.area_m2 else None
+            )
             table.rows.append(
-                [t(medium), s.unit, round_display(vals["this_month"]), round_display(vals["prev_month"]),
-                 round_display(vals["same_month_last_year"]), round_display(avg), round_display(mine_m2, 3),
-                 round_display(avg_m2, 3)]
-            )  # fmt: skip
+                [
+                    t(medium),
+                    s.unit,
+                    round_display(vals["this_month"]),
+                    round_display(vals["prev_month"]),
+                    round_display(vals["same_month_last_year"]),
+                    round_display(avg),
+                    round_display(mine_m2, 3),
+                    round_display(avg_m2, 3),
+                ]
+            )
             charts.append(
                 {
                     "medium": medium,
                     "chart_json": chart(
                         "bar",
                         [t("same_month_last_year"), t("prev_month"), t("this_month"), t("building_avg")],
-                        [{"label": f"{t(medium)} ({s.unit})",
-                          "data": [float(v or 0) for v in (vals["same_month_last_year"], vals["prev_month"],
-                                                           vals["this_month"], avg)]}],
+                        [
+                            {
+                                "label": f"{t(medium)} ({s.unit})",
+                                "data": [
+                                    float(v or 0)
+                                    for v in (
+                                        vals["same_month_last_year"],
+                                        vals["prev_month"],
+                                        vals["this_month"],
+                                        avg,
+                                    )
+                                ],
+                            }
+                        ],
                         s.unit,
                     ),
                 }
-            )  # fmt: skip
-        return render(p, "resident.html", {"apt": apt, "prop": prop, "charts": charts, "tables": {"my_consumption": table}})
+            )
+        return render(
+            p,
+            "resident.html",
+            {"apt": apt, "prop": prop, "charts": charts, "tables": {"my_consumption": table}},
+        )
 
 
 def _may_see_apartment(who: Principal, apt: Apartment) -> bool:

@@ -123,9 +123,19 @@ def fault_row(p: Page, f: Fault, m: Meter | None, a: Apartment | None, prop: Pro
 def fault_columns(p: Page) -> list[str]:
     t = p.t
     return [
-        "#", t("severity"), t("rule"), t("meter"), t("apartment"), t("property"), t("message"), t("state"),
-        t("assignee"), t("first_seen"), t("last_seen"), t("count"),
-    ]  # fmt: skip
+        "#",
+        t("severity"),
+        t("rule"),
+        t("meter"),
+        t("apartment"),
+        t("property"),
+        t("message"),
+        t("state"),
+        t("assignee"),
+        t("first_seen"),
+        t("last_seen"),
+        t("count"),
+    ]
 
 
 async def _dashboard(p: Page, who: Principal) -> Response:
@@ -135,23 +145,46 @@ async def _dashboard(p: Page, who: Principal) -> Response:
     async with state.db.sessions() as session:
         meters, total = await list_meters(session, who, limit=200)
         collectors = await list_collectors(session, who, utcnow())
-        faults = (await session.execute(fault_query(who).where(Fault.state.in_(("open", "acknowledged"))).order_by(
-            *FAULT_SORTS["worst"]).limit(20))).all()
+        faults = (
+            await session.execute(
+                fault_query(who)
+                .where(Fault.state.in_(("open", "acknowledged")))
+                .order_by(*FAULT_SORTS["worst"])
+                .limit(20)
+            )
+        ).all()
     ftable = Table("dashboard_faults", fault_columns(p))
     for row in faults:
         ftable.rows.append(fault_row(p, *row))
     ctable = Table("dashboard_collectors", [t("collector"), t("state"), t("last_seen"), t("version")])
     for c in sorted(collectors, key=lambda c: (c["state"] == "online", c["id"])):
         ok = c["state"] == "online"
-        ctable.rows.append([c["id"], cell(t(c["state"]) if c["state"] in ("online", "offline") else t("unknown"),
-                            cls="ok" if ok else "bad"), c["last_seen_at"], c["version"] or "–"])  # fmt: skip
-    mtable = Table("meters", [t("apartment"), t("medium"), t("serial"), t("manufacturer"), t("value"), t("last_seen")])
+        ctable.rows.append(
+            [
+                c["id"],
+                cell(
+                    t(c["state"]) if c["state"] in ("online", "offline") else t("unknown"),
+                    cls="ok" if ok else "bad",
+                ),
+                c["last_seen_at"],
+                c["version"] or "–",
+            ]
+        )
+    mtable = Table(
+        "meters", [t("apartment"), t("medium"), t("serial"), t("manufacturer"), t("value"), t("last_seen")]
+    )
     for m in meters:
         values = ", ".join(f"{v['quantity']}: {v['value']} {v['unit']}" for v in m["values"][:3])
         mtable.rows.append(
-            [m["apartment_number"] or "–", t(m["medium"]), cell(m["id"], f"/meters/{m['ref']}"), m["manufacturer"],
-             values or "–", m["last_reading_at"]]
-        )  # fmt: skip
+            [
+                m["apartment_number"] or "–",
+                t(m["medium"]),
+                cell(m["id"], f"/meters/{m['ref']}"),
+                m["manufacturer"],
+                values or "–",
+                m["last_reading_at"],
+            ]
+        )
     with_readings = sum(1 for m in meters if m["last_reading_at"] is not None)
     tables = {"dashboard_faults": ftable, "dashboard_collectors": ctable, "meters": mtable}
     return render(p, "dashboard.html", {"tables": tables, "total": total, "with_readings": with_readings})
@@ -174,7 +207,7 @@ def mount(app: FastAPI) -> None:
         request: Request,
         username: Annotated[str, Form()],
         password: Annotated[str, Form()],
-        next: Annotated[str, Form()] = "/",  # noqa: A002 - the form field's name
+        next: Annotated[str, Form()] = "/",
     ) -> Response:
         await check_csrf(request)
         p = await page(request, login=False)
@@ -185,9 +218,14 @@ def mount(app: FastAPI) -> None:
         token = issue_token(state.token_secret, user.username, state.settings.token_minutes)
         response = RedirectResponse(_safe_next(next), status_code=303)
         response.set_cookie(
-            TOKEN_COOKIE, token, max_age=state.settings.token_minutes * 60, httponly=True,
-            samesite="strict", secure=secure(request), path="/",
-        )  # fmt: skip
+            TOKEN_COOKIE,
+            token,
+            max_age=state.settings.token_minutes * 60,
+            httponly=True,
+            samesite="strict",
+            secure=secure(request),
+            path="/",
+        )
         return response
 
     @app.post("/logout", include_in_schema=False)
@@ -239,9 +277,13 @@ def mount(app: FastAPI) -> None:
         async with state.db.sessions() as session:
             total = (await session.execute(select(func.count()).select_from(query.subquery()))).scalar_one()
             rows = (await session.execute(query.limit(500))).all()
-            rules = list((await session.execute(select(Fault.rule).distinct().order_by(Fault.rule))).scalars())
+            rules = list(
+                (await session.execute(select(Fault.rule).distinct().order_by(Fault.rule))).scalars()
+            )
             props = list(
-                (await session.execute(scope_properties(select(Property.key), who).order_by(Property.key))).scalars()
+                (
+                    await session.execute(scope_properties(select(Property.key), who).order_by(Property.key))
+                ).scalars()
             )
         table = Table("faults", fault_columns(p), select="ids")
         for f, m, a, prop in rows:
@@ -336,7 +378,9 @@ def mount(app: FastAPI) -> None:
                 if frames:
                     for r in (
                         await session.execute(
-                            select(Reading).where(Reading.raw_frame_id.in_(list(decoded))).order_by(Reading.id)
+                            select(Reading)
+                            .where(Reading.raw_frame_id.in_(list(decoded)))
+                            .order_by(Reading.id)
                         )
                     ).scalars():
                         decoded[r.raw_frame_id or 0].append(r)
@@ -350,7 +394,9 @@ def mount(app: FastAPI) -> None:
                 ]
                 history_rows = (
                     await session.execute(
-                        fault_query(who).where(Fault.meter_id == meter.id).order_by(Fault.first_seen_at.desc())
+                        fault_query(who)
+                        .where(Fault.meter_id == meter.id)
+                        .order_by(Fault.first_seen_at.desc())
                     )
                 ).all()
                 meter_faults = Table("meter_faults", fault_columns(p))
@@ -359,7 +405,9 @@ def mount(app: FastAPI) -> None:
                 tables["meter_faults"] = meter_faults
             else:
                 frame_views = []
-        evidence = json.dumps(json.loads(fault.evidence), indent=1, ensure_ascii=False) if fault.evidence else ""
+        evidence = (
+            json.dumps(json.loads(fault.evidence), indent=1, ensure_ascii=False) if fault.evidence else ""
+        )
         return render(
             p,
             "fault.html",
@@ -394,9 +442,12 @@ def mount(app: FastAPI) -> None:
                     await comment(session, fault, actor=who.username, at=utcnow(), text=text)
                 elif action == "assign":
                     await assign(
-                        session, fault, actor=who.username, at=utcnow(),
+                        session,
+                        fault,
+                        actor=who.username,
+                        at=utcnow(),
                         assignee=str(form.get("assignee") or "").strip()[:64] or None,
-                    )  # fmt: skip
+                    )
                 else:
                     raise HTTPException(422, detail=f"action: {action!r} is not known")
             except FaultTransitionError as exc:
@@ -407,7 +458,7 @@ def mount(app: FastAPI) -> None:
     @html
     async def collectors(request: Request) -> Response:
         p = await page(request)
-        who = require(p, workers=True)
+        require(p, workers=True)
         t = p.t
         state = get_state(request)
         async with state.db.sessions() as session:
@@ -416,12 +467,24 @@ def mount(app: FastAPI) -> None:
                     select(Collector, Property.key)
                     .outerjoin(Property, Collector.property_id == Property.id)
                     # Offline (and never heard) first: those are the ones someone must act on.
-                    .order_by(case({"online": 1}, value=Collector.state, else_=0), Collector.last_seen_at, Collector.id)
+                    .order_by(
+                        case({"online": 1}, value=Collector.state, else_=0),
+                        Collector.last_seen_at,
+                        Collector.id,
+                    )
                 )
             ).all()
         table = Table(
             "collectors",
-            [t("collector"), t("state"), t("last_seen"), t("last_poll"), t("outbox"), t("version"), t("property")],
+            [
+                t("collector"),
+                t("state"),
+                t("last_seen"),
+                t("last_poll"),
+                t("outbox"),
+                t("version"),
+                t("property"),
+            ],
         )
         for c, key in rows:
             status: dict[str, Any] = {}
@@ -435,15 +498,17 @@ def mount(app: FastAPI) -> None:
             table.rows.append(
                 [
                     c.id,
-                    cell(t(c.state) if c.state in ("online", "offline") else t("unknown"),
-                         cls="ok" if c.state == "online" else "bad"),
+                    cell(
+                        t(c.state) if c.state in ("online", "offline") else t("unknown"),
+                        cls="ok" if c.state == "online" else "bad",
+                    ),
                     c.last_seen_at,
                     last_poll or "–",
                     status.get("outbox_depth", "–"),
                     c.version or "–",
                     key or "–",
                 ]
-            )  # fmt: skip
+            )
         return render(p, "collectors.html", {"tables": {"collectors": table}})
 
     @app.get("/search", include_in_schema=False)
@@ -460,47 +525,68 @@ def mount(app: FastAPI) -> None:
             "search_apartments",
             [t("apartment"), t("object_number"), t("address"), t("tenant_ref"), t("property"), t("area")],
         )
-        meters = Table("search_meters", [t("serial"), t("manufacturer"), t("medium"), t("apartment"), t("property")])
+        meters = Table(
+            "search_meters", [t("serial"), t("manufacturer"), t("medium"), t("apartment"), t("property")]
+        )
         if q:
             like = f"%{q.replace('%', '').replace('_', '')}%"
             state = get_state(request)
             async with state.db.sessions() as session:
-                query = scope_properties(
-                    select(Apartment, Property, Building)
-                    .join(Property, Apartment.property_id == Property.id)
-                    .join(Building, Apartment.building_id == Building.id)
-                    .where(
-                        or_(
-                            Apartment.number.ilike(like), Apartment.object_number.ilike(like),
-                            Apartment.address.ilike(like), Apartment.tenant_ref.ilike(like),
-                            Property.address.ilike(like), Property.name.ilike(like), Property.key.ilike(like),
-                            Building.address.ilike(like),
-                        )
-                    ),
-                    who,
-                ).order_by(Property.key, Apartment.number).limit(200)  # fmt: skip
+                query = (
+                    scope_properties(
+                        select(Apartment, Property, Building)
+                        .join(Property, Apartment.property_id == Property.id)
+                        .join(Building, Apartment.building_id == Building.id)
+                        .where(
+                            or_(
+                                Apartment.number.ilike(like),
+                                Apartment.object_number.ilike(like),
+                                Apartment.address.ilike(like),
+                                Apartment.tenant_ref.ilike(like),
+                                Property.address.ilike(like),
+                                Property.name.ilike(like),
+                                Property.key.ilike(like),
+                                Building.address.ilike(like),
+                            )
+                        ),
+                        who,
+                    )
+                    .order_by(Property.key, Apartment.number)
+                    .limit(200)
+                )
                 for a, prop, b in (await session.execute(query)).all():
                     apartments.rows.append(
                         [
-                            cell(a.number, f"/apartments/{a.id}"), a.object_number,
-                            a.address or b.address or prop.address, a.tenant_ref or "–", prop.key, str(a.area_m2),
+                            cell(a.number, f"/apartments/{a.id}"),
+                            a.object_number,
+                            a.address or b.address or prop.address,
+                            a.tenant_ref or "–",
+                            prop.key,
+                            str(a.area_m2),
                         ]
-                    )  # fmt: skip
-                mquery = scope_meters(
-                    select(Meter, Apartment, Property)
-                    .outerjoin(MeterPoint, Meter.meter_point_id == MeterPoint.id)
-                    .outerjoin(Apartment, MeterPoint.apartment_id == Apartment.id)
-                    .outerjoin(Property, MeterPoint.property_id == Property.id)
-                    .where(Meter.serial.ilike(like)),
-                    who,
-                ).order_by(Meter.serial).limit(200)
+                    )
+                mquery = (
+                    scope_meters(
+                        select(Meter, Apartment, Property)
+                        .outerjoin(MeterPoint, Meter.meter_point_id == MeterPoint.id)
+                        .outerjoin(Apartment, MeterPoint.apartment_id == Apartment.id)
+                        .outerjoin(Property, MeterPoint.property_id == Property.id)
+                        .where(Meter.serial.ilike(like)),
+                        who,
+                    )
+                    .order_by(Meter.serial)
+                    .limit(200)
+                )
                 for m, a, prop in (await session.execute(mquery)).all():
                     meters.rows.append(
                         [
-                            cell(m.serial, f"/meters/{m.id}"), m.manufacturer, t(m.medium),
-                            cell(a.number, f"/apartments/{a.id}") if a else "–", prop.key if prop else "–",
+                            cell(m.serial, f"/meters/{m.id}"),
+                            m.manufacturer,
+                            t(m.medium),
+                            cell(a.number, f"/apartments/{a.id}") if a else "–",
+                            prop.key if prop else "–",
                         ]
-                    )  # fmt: skip
+                    )
         tables = {"search_apartments": apartments, "search_meters": meters}
         return render(p, "search.html", {"tables": tables, "q": q, "qs": urlencode({"q": q})})
 

