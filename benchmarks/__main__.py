@@ -14,6 +14,7 @@ BENCHMARKS = {
     "benchmarks.detection": "meter checks: recall, precision, delay per fault kind (588 meters, 90 days)",
     "benchmarks.polling": "wired polling: 250 meters at 2400 baud (timed simulator) vs the physical minimum",
     "benchmarks.edge_memory": "collector RSS: imd edge run with 250 wired + 500 radio meters (goal <= 60 MB)",
+    "benchmarks.api_latency": "API/page latency over HTTP: 10,000 meters, a year of daily readings (p95)",
 }
 
 

@@ -203,8 +203,25 @@ async def collectors(who: PrincipalDep, session: SessionDep) -> list[dict[str, A
 
 
 @router.get("/properties", tags=["properties"])
-async def properties(who: PrincipalDep, session: SessionDep) -> list[dict[str, Any]]:
-    return await list_properties(session, who)
+async def properties(
+    *,
+    who: PrincipalDep,
+    session: SessionDep,
+    response: Response,
+    q: Annotated[str | None, Query(description="part of the key, name or address")] = None,
+    city: str | None = None,
+    limit: Limit = 1000,
+    offset: Offset = 0,
+) -> list[dict[str, Any]]:
+    """The properties visible to you with their buildings, filtered and paginated."""
+    items = await list_properties(session, who)
+    if q:
+        needle = q.casefold()
+        items = [p for p in items if any(needle in str(p[k]).casefold() for k in ("id", "name", "address"))]
+    if city:
+        items = [p for p in items if str(p["city"]).casefold() == city.casefold()]
+    _paged(response, len(items), limit, offset)
+    return items[offset : offset + limit]
 
 
 @router.get("/properties/{property_id}/apartments", tags=["properties"])

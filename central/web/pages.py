@@ -217,7 +217,7 @@ def mount_pages(app: FastAPI, html: Wrap) -> None:
                 by_medium.setdefault(mp.medium, DailySeries()).add(series[m.id])
         tables: dict[str, Table] = {}
         charts = []
-        for medium, s in by_medium.items():
+        for medium, s in sorted(by_medium.items(), key=lambda kv: _medium_rank(kv[0])):
             table, data = series_table(p, f"apartment_{apt.number}_{medium}_{grain}", s, grain, t(medium))
             tables[table.name] = table
             charts.append({"medium": medium, "table": table.name, "chart_json": data})
@@ -458,10 +458,10 @@ def mount_pages(app: FastAPI, html: Wrap) -> None:
                         ),
                         Decimal(0),
                     )
-                    total = DailySeries()
+                    acc = DailySeries()
                     for s in os_.values():
-                        total.add(s)
-                    prop_rows.append((other, total.total(start, end)[0], area, total.unit))
+                        acc.add(s)
+                    prop_rows.append((other, acc.total(start, end)[0], area, acc.unit))
             else:
                 series = await daily_series(
                     session, [m for m, mp, _a in meters if mp.medium == medium], _since(today, 12)
@@ -491,13 +491,13 @@ def mount_pages(app: FastAPI, html: Wrap) -> None:
             months = sorted({b[0] for m, _a in picked for b in series[m.id].buckets("month")})[-12:]
             datasets = []
             table = Table("compare_meters", [t("serial"), t("apartment"), *months])
-            for m, a in picked:
+            for m, owner in picked:
                 by_month = {b[0]: b[1] for b in series[m.id].buckets("month")}
                 datasets.append({"label": m.serial, "data": [float(by_month.get(mo, 0)) for mo in months]})
                 table.rows.append(
                     [
                         cell(m.serial, f"/meters/{m.id}"),
-                        a.number if a else "–",
+                        owner.number if owner else "–",
                         *[round_display(by_month.get(mo)) for mo in months],
                     ]
                 )
@@ -595,9 +595,12 @@ def mount_pages(app: FastAPI, html: Wrap) -> None:
                 continue
             s = mine[1]
             vals = {name: s.total(*w)[0] for name, w in windows.items()}
-            others = [(a, x.total(*this)[0]) for a, x in apts.values()]
-            others = [(a, v) for a, v in others if v is not None]
-            avg = sum((v for _a, v in others), Decimal(0)) / len(others) if others else None
+            others: list[tuple[Apartment, Decimal]] = []
+            for a, x in apts.values():
+                value = x.total(*this)[0]
+                if value is not None:
+                    others.append((a, value))
+            avg: Decimal | None = sum((v for _a, v in others), Decimal(0)) / len(others) if others else None
             area = sum((a.area_m2 for a, _v in others), Decimal(0))
             avg_m2 = sum((v for _a, v in others), Decimal(0)) / area if others and area else None
             mine_m2 = (
@@ -655,3 +658,7 @@ def _may_see_apartment(who: Principal, apt: Apartment) -> bool:
 
 
 __all__ = ["mount_pages"]
+
+
+def _medium_rank(medium: str) -> int:
+    return MEDIA_ORDER.index(medium) if medium in MEDIA_ORDER else len(MEDIA_ORDER)

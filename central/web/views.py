@@ -171,12 +171,22 @@ async def _dashboard(p: Page, who: Principal) -> Response:
             ]
         )
     mtable = Table(
-        "meters", [t("apartment"), t("medium"), t("serial"), t("manufacturer"), t("value"), t("last_seen")]
+        "meters",
+        [
+            t("property"),
+            t("apartment"),
+            t("medium"),
+            t("serial"),
+            t("manufacturer"),
+            t("value"),
+            t("last_seen"),
+        ],
     )
     for m in meters:
         values = ", ".join(f"{v['quantity']}: {v['value']} {v['unit']}" for v in m["values"][:3])
         mtable.rows.append(
             [
+                m["property"] or "–",
                 m["apartment_number"] or "–",
                 t(m["medium"]),
                 cell(m["id"], f"/meters/{m['ref']}"),
@@ -313,7 +323,7 @@ def mount(app: FastAPI) -> None:
         action = str(form.get("action") or "acknowledge")
         if action not in ("acknowledge", "resolve"):
             raise HTTPException(422, detail="action: acknowledge or resolve")
-        ids = [int(v) for v in form.getlist("ids") if str(v).isdigit()]
+        ids = [int(str(v)) for v in form.getlist("ids") if str(v).isdigit()]
         state = get_state(request)
         async with state.db.sessions.begin() as session:
             rows = (await session.execute(fault_query(who).where(Fault.id.in_(ids or [-1])))).all()

@@ -349,3 +349,14 @@ async def test_no_leaks_across_properties(http: httpx.AsyncClient, auth: dict) -
         assert response.status_code == 403, (method, url)
     # Staff may not touch a property through a key it does not exist under.
     assert (await http.patch("/api/buildings/999999", json={"name": "x"}, headers=admin)).status_code == 404
+
+
+async def test_property_list_filters_and_pages(http: httpx.AsyncClient, auth: dict) -> None:
+    everything = await http.get("/api/properties", headers=auth["admin"])
+    assert {p["id"] for p in everything.json()} >= {"BRF-A", "BRF-B"}
+    one = await http.get("/api/properties", params={"q": "brf-b"}, headers=auth["admin"])
+    assert [p["id"] for p in one.json()] == ["BRF-B"]
+    assert one.headers["X-Total-Count"] == "1"
+    page = await http.get("/api/properties", params={"limit": 1, "offset": 1}, headers=auth["admin"])
+    assert len(page.json()) == 1
+    assert [p["id"] for p in (await http.get("/api/properties", headers=auth["board-a"])).json()] == ["BRF-A"]
