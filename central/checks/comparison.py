@@ -53,13 +53,16 @@ def _covered(
         "low_factor": "0.2",
         "coverage": 0.7,
         "min_baseline": {"hot_water": "0.05", "cold_water": "0.05", "electricity": "5000"},
+        "min_excess": {"hot_water": "0.5", "cold_water": "0.5", "electricity": "20000"},
     },
 )
 async def consumption_vs_history(ctx: MeterContext, p: Mapping[str, Any]) -> Finding | None:
     """Consumption over the last `days` far above (`high_factor` x, warning) or below (`low_factor` x,
     info) the median of the meter's own previous `history_windows` windows of the same length (at least
     `min_windows` of them with `coverage` of readings, and a median of at least `min_baseline` so that
-    near-empty flats are not judged). Heat is left out: its use follows the season, not the meter."""
+    near-empty flats are not judged); a high finding also needs an excess over the median of at least
+    `min_excess` (m³ or Wh), so that a tenant back from travelling is no fault. Heat is left out: its use
+    follows the season, not the meter."""
     window = timedelta(days=float(p["days"]))
     windows = int(p["history_windows"])
     series = await ctx.main_series(ctx.now - window * (windows + 1))
@@ -84,7 +87,10 @@ async def consumption_vs_history(ctx: MeterContext, p: Mapping[str, Any]) -> Fin
         "history_median": str(median),
         "history": [str(v) for v in past],
     }
-    if current > median * Decimal(str(p["high_factor"])):
+    excess = current - median
+    if current > median * Decimal(str(p["high_factor"])) and excess >= Decimal(
+        str(p["min_excess"].get(ctx.meter.medium, "0"))
+    ):
         return Finding(
             f"consumption {current} in {p['days']:g} days, {current / median:.1f}x own median", evidence
         )
@@ -155,7 +161,7 @@ async def _building_per_m2(
     params={
         "days": 14.0,
         "min_peers": 5,
-        "high_factor": "3",
+        "high_factor": "4",
         "low_factor": "0.1",
         "coverage": 0.8,
         "min_median_per_m2": {

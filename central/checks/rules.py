@@ -102,15 +102,17 @@ async def register_backwards(ctx: MeterContext, p: Mapping[str, Any]) -> Finding
     "stuck_register",
     severity="warning",
     media=("hot_water", "cold_water", "electricity"),
-    params={"days": 14.0, "min_readings": 3, "require_tenant": False},
+    params={"days": 14.0, "min_readings": 3, "require_tenant": False, "standing_load_days": 14.0},
 )
 async def stuck_register(ctx: MeterContext, p: Mapping[str, Any]) -> Finding | None:
     """The billing register of an apartment's water or electricity meter has not moved for `days`
     while the apartment is lived in: its other water meter (hot for cold and the other way round;
     either for electricity) moved meanwhile. Where nothing moves the flat stands empty or its people
     are away; that is no meter fault. With `require_tenant`
-    only apartments with a tenant reference are judged. Heat is left out: no heat use in summer is
-    normal."""
+    only apartments with a tenant reference are judged. An electricity meter also counts as stuck
+    without that evidence when it grew in every interval of the `standing_load_days` before it stopped:
+    a flat's standing load (fridge, standby) never stops dead, even when it stands empty. Heat is left
+    out: no heat use in summer is normal."""
     if ctx.apartment is None or (p["require_tenant"] and not ctx.apartment.tenant_ref):
         return None
     series = await ctx.main_series(ctx.now - timedelta(days=float(p["days"]) * 1.5))
@@ -127,7 +129,7 @@ async def stuck_register(ctx: MeterContext, p: Mapping[str, Any]) -> Finding | N
         return None
     moving = await _apartment_meter_moved(ctx, since)
     if moving is None:
-        return None
+        return await _standing_load_stopped(ctx, p, since, series[-1][0], last_value)
     return Finding(
         f"register unchanged at {last_value} for {span.days} days; meter {moving} of the apartment moved",
         {
@@ -137,6 +139,30 @@ async def stuck_register(ctx: MeterContext, p: Mapping[str, Any]) -> Finding | N
             "occupied_evidence_meter": moving,
             "tenant_ref": ctx.apartment.tenant_ref,
         },
+    )
+
+
+async def _standing_load_stopped(
+    ctx: MeterContext, p: Mapping[str, Any], since: datetime, last: datetime, value: Decimal
+) -> Finding | None:
+    """An electricity register that grew in every interval before ``since`` and then stood still."""
+    days = float(p.get("standing_load_days") or 0)
+    if ctx.meter.medium != "electricity" or days <= 0:
+        return None
+    before = [
+        (t, v)
+        for t, v, _f in await ctx.main_series(since - timedelta(days=days * 1.5))
+        if since - timedelta(days=days) <= t <= since
+    ]
+    if len(before) < int(p["min_readings"]) or before[-1][0] - before[0][0] < timedelta(days=days * 0.8):
+        return None
+    steps = [b[1] - a[1] for a, b in pairwise(before)]
+    if min(steps) <= 0:
+        return None
+    return Finding(
+        f"register unchanged at {value} for {(last - since).days} days after a standing load of at least "
+        f"{min(steps)} per reading for {days:g} days",
+        {"value": str(value), "since": since, "last": last, "standing_load_min_step": str(min(steps))},
     )
 
 

@@ -488,7 +488,15 @@ def mount_pages(app: FastAPI, html: Wrap) -> None:
             chosen = set(q.getlist("m"))
             candidates = [(m, a) for m, mp, a in meters if mp.medium == medium and m.id in series]
             picked = [(m, a) for m, a in candidates if m.serial in chosen] or candidates[:4]
-            months = sorted({b[0] for m, _a in picked for b in series[m.id].buckets("month")})[-12:]
+            window = {f"{start.year}-{start.month:02d}", f"{end.year}-{end.month:02d}"}
+            months = sorted(
+                {
+                    b[0]
+                    for m, _a in picked
+                    for b in series[m.id].buckets("month")
+                    if min(window) <= b[0] < max(window)
+                }
+            )
             datasets = []
             table = Table("compare_meters", [t("serial"), t("apartment"), *months])
             for m, owner in picked:

@@ -14,6 +14,7 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import select
 
+import central.checks.rules  # noqa: F401 - registers the built-in rules
 from central.checks import REGISTRY, run_collector_checks, run_meter_checks
 from central.db import Database
 from central.ingest import IngestProcessor
@@ -88,8 +89,6 @@ async def sim(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[SimHist
 
 
 async def test_new_rules_are_documented_with_parameters_and_severity() -> None:
-    import central.checks.rules  # noqa: F401
-
     for name in NEW_RULES:
         described = REGISTRY[name].describe()
         assert len(described["description"]) > 80, name
@@ -256,3 +255,24 @@ async def test_apartment_without_a_meter_for_a_billed_medium(site_db: Database) 
     assert len(faults) == 1
     assert faults[0].collector_id == "inst-c1"
     assert f'"apartment": "{apartment.object_number}", "medium": "hot_water"' in (faults[0].evidence or "")
+
+
+async def test_stuck_electricity_in_an_empty_flat_by_its_standing_load(site_db: Database) -> None:
+    """No water moves in an empty flat, so occupancy cannot be shown; a standing load that stops dead
+    is still a stuck register. Without an unbroken standing load nothing is reported."""
+    steady = await _apartment_meter(site_db, "electricity", 0)
+    idle = await _apartment_meter(site_db, "electricity", 1)
+    async with site_db.sessions.begin() as session:
+        for day in range(30):
+            at = START + timedelta(days=day, hours=2)
+            value = Decimal(1000 * min(day, 14))  # 1 kWh a day for two weeks, then nothing
+            session.add(Reading(meter_id=steady.id, register="0403", read_at=at, quantity="energy", unit="Wh",
+                                value=value))  # fmt: skip
+            idle_value = Decimal(1000 * min(day // 2, 7))  # moves every other day only
+            session.add(Reading(meter_id=idle.id, register="0403", read_at=at, quantity="energy", unit="Wh",
+                                value=idle_value))  # fmt: skip
+    faults = await _run(site_db, "stuck_register", steady)
+    assert len(faults) == 1
+    assert "standing load" in faults[0].message
+    after_idle = await _run(site_db, "stuck_register", idle)
+    assert [f.meter_id for f in after_idle] == [steady.id]  # the idle meter adds nothing
