@@ -1,7 +1,7 @@
 """Detection quality of central's meter-function checks: a simulated fleet (588 meters) with faults
 injected from the simulator's truth log; recall, precision and detection delay per fault kind.
 
-``python -m benchmarks.detection`` runs 90 simulated days (about 4 CPU-minutes); pass e.g.
+``python -m benchmarks.detection`` runs 90 simulated days (about 6 CPU-minutes); pass e.g.
 ``--days 365`` for a year. The benchmark itself lives in ``tests/central/bench_central_detection.py``
 (outside the default test run).
 """
