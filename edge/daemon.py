@@ -269,9 +269,11 @@ class Collector:
             self.scheduler = None
         for task in list(self._tasks):
             task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if self._tasks:
+            # bounded: a task that ignores its cancellation must not keep the collector from stopping
+            _done, stuck = await asyncio.wait(list(self._tasks), timeout=10)
+            for task in stuck:
+                log.error("task %s did not stop within 10 s of cancellation", task.get_name())
         if self.radio is not None:
             await self.radio.stop()
         for worker in self.buses.values():

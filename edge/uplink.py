@@ -365,8 +365,11 @@ class OutboxPublisher:
                 await asyncio.sleep(1.0)
                 continue
             if not self._acks:
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+                # that arrives as the event is set, and stop() then waits for this loop forever.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=5.0)
+                    async with asyncio.timeout(5.0):
+                        await self._wake.wait()
 
     async def drain(self, timeout_s: float) -> bool:
         """Wait until the outbox is empty and nothing is in flight (tests, ``--once``)."""

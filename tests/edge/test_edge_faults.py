@@ -374,7 +374,10 @@ async def test_silent_meter_costs_at_most_its_retry_budget(
         extra = poll.duration_s - min(healthy)
         print(f"\npoll of {n} meters: healthy {min(healthy):.3f} s, with one silent meter "
               f"{poll.duration_s:.3f} s; extra {extra:.3f} s, retry budget {budget:.3f} s")
-        assert extra <= budget + 0.1
+        # Upper bound with 1 s of slack: on a shared 2-core CI machine one scheduling hiccup of the
+        # simulator thread costs a retry of a healthy meter (seen: +0.7 s). A master that waited
+        # for the whole poll or a fixed per-meter sleep would still be far outside it.
+        assert extra <= budget + 1.0
         assert extra >= budget - 0.05  # it did wait its windows (no early give-up)
     finally:
         await collector.stop()
