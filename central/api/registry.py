@@ -100,6 +100,26 @@ def _conflict(detail: str) -> HTTPException:
     return HTTPException(status.HTTP_409_CONFLICT, detail=detail)
 
 
+async def _delete_unless_used(
+    session: AsyncSession,
+    who: Principal,
+    obj: Any,
+    *,
+    kind: str,
+    ref: int | str,
+    dependants: tuple[tuple[str, Any, Any], ...],
+) -> Response:
+    """Delete ``obj`` unless rows still point at it: 409 naming them, else delete, audit, commit."""
+    for name, model, column in dependants:
+        query = select(func.count()).select_from(model).where(column == obj.id)
+        if (await session.execute(query)).scalar_one():
+            raise _conflict(f"{kind} {ref} still has {name}; delete them first")
+    await session.delete(obj)
+    _audit(session, who, f"{kind}.delete", kind, ref)
+    await session.commit()
+    return Response(status_code=204)
+
+
 def _sees_property(who: Principal, property_id: int) -> bool:
     return who.sees_all or property_id in who.property_ids
 
@@ -181,14 +201,12 @@ async def change_property(who: Editor, session: SessionDep, key: str, body: Prop
 @router.delete("/properties/{key}", status_code=204, tags=["properties"])
 async def delete_property(who: Editor, session: SessionDep, key: str) -> Response:
     prop = await _property(session, who, key)
-    for name, model in (("buildings", Building), ("apartments", Apartment), ("meter points", MeterPoint)):
-        query = select(func.count()).select_from(model).where(model.property_id == prop.id)
-        if (await session.execute(query)).scalar_one():
-            raise _conflict(f"property {key} still has {name}; delete them first")
-    await session.delete(prop)
-    _audit(session, who, "property.delete", "property", key)
-    await session.commit()
-    return Response(status_code=204)
+    dependants = (
+        ("buildings", Building, Building.property_id),
+        ("apartments", Apartment, Apartment.property_id),
+        ("meter points", MeterPoint, MeterPoint.property_id),
+    )
+    return await _delete_unless_used(session, who, prop, kind="property", ref=key, dependants=dependants)
 
 
 # -- buildings --------------------------------------------------------------------------------------
@@ -283,15 +301,8 @@ async def change_building(who: Editor, session: SessionDep, ref: int, body: Buil
 @router.delete("/buildings/{ref}", status_code=204, tags=["properties"])
 async def delete_building(who: Editor, session: SessionDep, ref: int) -> Response:
     building, _prop = await _building(session, who, ref)
-    used = await session.execute(
-        select(func.count()).select_from(Apartment).where(Apartment.building_id == ref)
-    )
-    if used.scalar_one():
-        raise _conflict(f"building {ref} still has apartments")
-    await session.delete(building)
-    _audit(session, who, "building.delete", "building", ref)
-    await session.commit()
-    return Response(status_code=204)
+    dependants = (("apartments", Apartment, Apartment.building_id),)
+    return await _delete_unless_used(session, who, building, kind="building", ref=ref, dependants=dependants)
 
 
 # -- apartments -------------------------------------------------------------------------------------
@@ -416,15 +427,10 @@ async def change_apartment(
 @router.delete("/apartments/{ref}", status_code=204, tags=["properties"])
 async def delete_apartment(who: Editor, session: SessionDep, ref: int) -> Response:
     apartment, _prop = await _apartment(session, who, ref)
-    used = await session.execute(
-        select(func.count()).select_from(MeterPoint).where(MeterPoint.apartment_id == ref)
+    dependants = (("meter points", MeterPoint, MeterPoint.apartment_id),)
+    return await _delete_unless_used(
+        session, who, apartment, kind="apartment", ref=ref, dependants=dependants
     )
-    if used.scalar_one():
-        raise _conflict(f"apartment {ref} still has meter points")
-    await session.delete(apartment)
-    _audit(session, who, "apartment.delete", "apartment", ref)
-    await session.commit()
-    return Response(status_code=204)
 
 
 # -- meter points -----------------------------------------------------------------------------------
