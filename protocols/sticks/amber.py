@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from protocols.errors import FrameError
+from protocols.sticks._stream import StartByteBuffer
 
 __all__ = [
     "CMD_DATA_IND",
@@ -103,32 +104,19 @@ def wmbus_telegram(frame: AmberFrame) -> bytes:
     return bytes((len(body),)) + body
 
 
-class AmberParser:
+class AmberParser(StartByteBuffer):
     """Stream parser for command-mode frames; bad checksums and garbage are dropped and counted."""
 
     def __init__(self, *, rssi: bool = True) -> None:
-        self._buffer = bytearray()
+        super().__init__(SOF)
         self._rssi = rssi
-        self.dropped_bytes = 0
         self.checksum_errors = 0
-
-    @property
-    def pending(self) -> int:
-        return len(self._buffer)
 
     def feed(self, data: bytes) -> list[AmberFrame]:
         buf = self._buffer
         buf += data
         frames: list[AmberFrame] = []
-        while buf:
-            start = buf.find(SOF)
-            if start < 0:
-                self.dropped_bytes += len(buf)
-                buf.clear()
-                break
-            if start:
-                self.dropped_bytes += start
-                del buf[:start]
+        while buf and self._align():
             if len(buf) < 3:
                 break
             total = 4 + buf[2]

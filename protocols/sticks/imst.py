@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from protocols.errors import FrameError
+from protocols.sticks._stream import StartByteBuffer
 
 __all__ = [
     "DEVMGMT",
@@ -146,32 +147,19 @@ def wmbus_telegram(frame: HciFrame) -> bytes:
     return bytes((len(frame.payload),)) + frame.payload
 
 
-class HciParser:
+class HciParser(StartByteBuffer):
     """Stream parser: feed bytes as they arrive, get whole frames. Garbage before A5h and frames with
     a bad CRC are dropped and counted (``dropped_bytes``, ``crc_errors``); memory stays bounded."""
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
-        self.dropped_bytes = 0
+        super().__init__(SOF)
         self.crc_errors = 0
-
-    @property
-    def pending(self) -> int:
-        return len(self._buffer)
 
     def feed(self, data: bytes) -> list[HciFrame]:
         buf = self._buffer
         buf += data
         frames: list[HciFrame] = []
-        while buf:
-            start = buf.find(SOF)
-            if start < 0:
-                self.dropped_bytes += len(buf)
-                buf.clear()
-                break
-            if start:
-                self.dropped_bytes += start
-                del buf[:start]
+        while buf and self._align():
             if len(buf) < 4:
                 break
             control = buf[1]
