@@ -492,6 +492,25 @@ class BillingDocument(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+# --- Tenancies (revision 0003) -----------------------------------------------------------------------
+# The rental administration's register of who lived where when; billing splits an apartment's period
+# at a move so that each tenant or member gets their own lines. ``move_out`` is the first day no
+# longer occupied (half-open, like every period in billing); None while the tenancy runs.
+
+
+class Tenancy(Base):
+    __tablename__ = "tenancy"
+    __table_args__ = (UniqueConstraint("apartment_id", "move_in", name="uq_tenancy_apartment_move_in"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    apartment_id: Mapped[int] = mapped_column(ForeignKey("apartment.id"), index=True)
+    tenant_ref: Mapped[str] = mapped_column(String(64), index=True, doc="the rental admin's customer number")
+    name: Mapped[str] = mapped_column(String(200), default="", doc="as printed on the notice")
+    move_in: Mapped[date] = mapped_column(Date)
+    move_out: Mapped[date | None] = mapped_column(Date, nullable=True, doc="first day not occupied")
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
 __all__ += [
     "BillingDocument",
     "BillingFixedCost",
@@ -502,4 +521,5 @@ __all__ += [
     "BillingSettings",
     "BillingSupplierInvoice",
     "BillingSupplierInvoiceLine",
+    "Tenancy",
 ]
