@@ -7,11 +7,14 @@ A line whose CRC flag is 0 is a :class:`FrameError`: a bad CRC is reported, neve
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from protocols.errors import FrameError
 
 __all__ = ["RtlWmbusLine", "parse_rtlwmbus_line"]
+
+_RSSI_RE = re.compile(r"-?[0-9]{1,6}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +52,7 @@ def parse_rtlwmbus_line(line: str) -> RtlWmbusLine:
         raise FrameError("rtl_wmbus line carries no telegram")
     timestamp = fields[3].strip() or None if len(fields) > 4 else None
     rssi = None
-    if len(fields) > 5 and fields[4].strip().lstrip("-").isdigit():
+    # ASCII digits only: str.isdigit() also accepts "²" and "--5", which int() refuses
+    if len(fields) > 5 and _RSSI_RE.fullmatch(fields[4].strip()):
         rssi = int(fields[4])
     return RtlWmbusLine(mode, timestamp, rssi, telegram)

@@ -108,3 +108,13 @@ def test_imd_decode_missing_key_names_meter_not_key() -> None:
     decode_lines([mc21.hex], {"76348799": bytes(16)}, out, as_json=False)
     assert "decryption failed for meter 76348799 (wrong key?)" in out.getvalue()
     assert (mc21.key or "").lower() not in out.getvalue().lower()
+
+
+def test_rtlwmbus_rssi_field_takes_ascii_digits_only() -> None:
+    """Found by ``make fuzz``: "²" and "--5" pass str.isdigit() but not int(); no RSSI, no crash."""
+    telegram = SEEDS[0].hex()
+    for rssi in ("51²147", "--5", "-", "٣"):
+        line = parse_rtlwmbus_line(f"T1;1;1;2019-04-03 19:00:42.000;{rssi};148;12345678;0x{telegram}")
+        assert line.rssi is None
+        assert line.telegram == SEEDS[0]
+    assert parse_rtlwmbus_line(f"T1;1;1;2019-04-03 19:00:42.000;-97;148;12345678;0x{telegram}").rssi == -97
