@@ -1,27 +1,30 @@
 """The only place provisioning talks to central (HTTP, httpx). Adapt here when the API changes.
 
-Endpoints used, and the one this module needs that central does not have yet:
+Endpoints used:
 
-* ``POST /api/auth/token`` (form ``username``, ``password``) -> ``{"access_token", ...}``: exists.
-* ``POST /api/collectors/{id}/registration`` - **NEEDED, not in central yet.** Registers a
-  collector and its meter mapping in one database transaction (all or nothing; technician, staff
-  or admin role; idempotent: the same body twice changes nothing the second time). Body::
+* ``POST /api/auth/token`` (form ``username``, ``password``) -> ``{"access_token", ...}``.
+* ``POST /api/collectors/{id}/registration`` (``central/api/registration.py``). Registers a
+  collector and its meter mapping in one database transaction (all or nothing; technician or admin
+  role; idempotent: the same body twice changes nothing the second time). The property and its
+  apartments must be in central already (the property manager's register). Body::
 
       {"property": "KVARNEN-5",
        "collector": {"id": "kvarnen-5-1",
                      "mqtt": {"username": "collector-kvarnen-5-1", "password_hash": "$7$101$...",
-                              "acl": "user collector-kvarnen-5-1\\ntopic write ..."}},
+                              "acl": "user collector-kvarnen-5-1\ntopic write ..."}},
        "meters": [{"id": "61234567", "manufacturer": "KAM", "version": 10, "device_type": 4,
                    "medium": "heat", "link": "mbus", "bus": "mbus0", "primary_address": 1,
                    "secondary_address": "61234567A...", "apartment": "051-1101", "meter_point": "heat",
                    "model": "MULTICAL 403", "key": "32 hex, radio meters only, optional"}]}
 
-  Answers ``201`` ``{"collector": id, "property": key, "meters_created": n, "meters_updated": n,
-  "meter_points_created": n, "keys_set": n}``; ``422`` ``{"detail": {"refused": [{"meter": id,
-  "reason": text}]}}`` with nothing changed; ``409`` when the collector or a meter belongs to
-  another property; ``404`` when the property is unknown. Keys are encrypted at rest and never
-  echoed. Until it exists, :meth:`CentralClient.register` raises :class:`RegistrationUnsupportedError`
-  and the CLI writes the mapped site export for ``imd central import-site`` instead.
+  Answers ``201`` ``{"collector": id, "property": key, "collector_created": bool, "meters_created": n,
+  "meters_updated": n, "meter_points_created": n, "keys_set": n, "changed": bool}``; ``422``
+  ``{"detail": {"refused": [{"meter": id, "reason": text}]}}`` with nothing changed; ``409`` (same
+  shape) when the collector or a meter belongs to another property; ``404`` when the property is
+  unknown; ``403`` for other roles. Keys are encrypted at rest and never echoed. An older central
+  without the endpoint answers 404/405: :meth:`CentralClient.register` then raises
+  :class:`RegistrationUnsupportedError` and the CLI writes the mapped site export for
+  ``imd central import-site`` instead.
 * ``POST /api/collectors/{id}/commands`` ``{"command": "read_all"}`` -> 202 (exists; 404 before the
   collector's first message, 503 when central runs without a broker).
 * ``GET /api/meters?property=...`` (``last_reading_at``, ``last_frame_at`` per meter): exists.
@@ -48,7 +51,7 @@ class CentralError(RuntimeError):
 
 
 class RegistrationUnsupportedError(CentralError):
-    """This central has no registration endpoint yet (see the module docstring)."""
+    """This central is older than its registration endpoint (see the module docstring)."""
 
 
 def _detail(response: httpx.Response) -> Any:

@@ -13,6 +13,7 @@ from central.api.commands import router as commands_router
 from central.api.deps import CentralState
 from central.api.faults import router as faults_router
 from central.api.meters_admin import router as meters_admin_router
+from central.api.registration import router as registration_router
 from central.api.routes import router as api_router
 from central.auth import ensure_demo_user
 from central.config import Settings
@@ -89,6 +90,7 @@ def create_app(settings: Settings, *, start_ingest: bool = True) -> FastAPI:
     app.include_router(commands_router)
     app.include_router(meters_admin_router)
     app.include_router(billing_router)
+    app.include_router(registration_router)
     from central.web.views import mount
 
     mount(app)

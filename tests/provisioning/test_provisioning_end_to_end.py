@@ -7,9 +7,11 @@ wired meter. Survey -> mapping -> registration -> bundle -> collector started fr
 bundle's password line and ACL -> central (``imd central serve``) -> commissioning, which must report
 exactly the wrong key and the dead meter.
 
-Registration: central has no registration endpoint yet, so ``imd provision register`` falls back to
-writing the mapped site export and the test imports it with ``imd central import-site`` (if central
-grows the endpoint, the registration succeeds and the import is skipped).
+Registration goes through central's API (``POST /api/collectors/{id}/registration``, technician
+role): the property manager's register (property, buildings, apartments; no meters) is in central
+before the technician arrives, as an admin's ``imd central import-site``; the technician's
+``imd provision register`` then creates the collector, the meters with their keys and the meter
+points in one transaction, and a second run changes nothing.
 """
 
 from __future__ import annotations
@@ -69,7 +71,9 @@ def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
             proc.wait()
 
 
-def test_technician_day_on_the_simulator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_technician_day_on_the_simulator(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     mosquitto = shutil.which("mosquitto") or (
         "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
     )
@@ -304,51 +308,54 @@ def test_technician_day_on_the_simulator(tmp_path: Path, monkeypatch: pytest.Mon
             assert time.monotonic() < deadline, logs["central"].read_text()[-3000:]
             time.sleep(0.2)
 
-        # 4. registration (or its documented fallback)
-        monkeypatch.setenv("IMD_PASSWORD", "tech-pass")
-        fallback = tmp_path / "registered-site.json"
-        code = main(
+        # the property manager's register, entered by an admin before the technician's visit
+        register_path = tmp_path / "register.json"
+        register_path.write_text(site.model_copy(update={"meters": []}).model_dump_json())
+        subprocess.run(
             [
-                "provision",
-                "register",
-                "--central",
-                base,
-                "--user",
-                "tech",
-                "--mapping",
-                str(tmp_path / "mapping.json"),
-                "--keys",
-                str(tmp_path / "keys.txt"),
-                "--collector",
-                COLLECTOR,
-                "--bundle",
-                str(tmp_path / "out" / f"{COLLECTOR}-bundle.tar.gz"),
-                "--site",
-                str(site_path),
-                "--fallback-site",
-                str(fallback),
-            ]
+                sys.executable,
+                "-m",
+                "imd",
+                "central",
+                "import-site",
+                str(register_path),
+                "--data-dir",
+                str(data),
+            ],
+            check=True,
+            stdout=setup_log,
+            stderr=subprocess.STDOUT,
+            env=env,
         )
-        if code == 3:
-            assert oct(fallback.stat().st_mode & 0o777) == "0o600"
-            subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "imd",
-                    "central",
-                    "import-site",
-                    str(fallback),
-                    "--data-dir",
-                    str(data),
-                ],
-                check=True,
-                stdout=setup_log,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-        else:
-            assert code == 0
+
+        # 4. registration over the API, in one transaction; run twice, the second changes nothing
+        monkeypatch.setenv("IMD_PASSWORD", "tech-pass")
+        register_args = [
+            "provision",
+            "register",
+            "--central",
+            base,
+            "--user",
+            "tech",
+            "--mapping",
+            str(tmp_path / "mapping.json"),
+            "--keys",
+            str(tmp_path / "keys.txt"),
+            "--collector",
+            COLLECTOR,
+            "--bundle",
+            str(tmp_path / "out" / f"{COLLECTOR}-bundle.tar.gz"),
+        ]
+        capsys.readouterr()
+        assert main(register_args) == 0
+        first = json.loads(capsys.readouterr().out)
+        assert (first["meters_created"], first["meter_points_created"]) == (241, 241)
+        assert first["keys_set"] == 120
+        assert first["collector_created"] is True
+        assert main(register_args) == 0
+        again = json.loads(capsys.readouterr().out)
+        assert again["changed"] is False
+        assert (again["meters_created"], again["meters_updated"], again["keys_set"]) == (0, 0, 0)
 
         # 5. the collector, started from the unpacked bundle
         collector = subprocess.Popen(
