@@ -1,4 +1,4 @@
-"""CSV imports: apartment registers from rental administration systems and meter lists with keys.
+"""CSV imports: apartment and tenancy registers from rental administration systems, meter lists with keys.
 
 Every row is validated first; the report says which rows were accepted and why any row was
 refused. Nothing is imported unless every row is valid (no half-imports). Swedish and English
@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -19,8 +20,9 @@ from sqlalchemy import select
 
 from central.db import Database
 from central.keys import MeterKeyBox
-from central.models import Apartment, Building, Property
+from central.models import Apartment, AuditLog, Building, Property, Tenancy
 from central.site_import import import_site
+from central.tenancies import TenancyError, TenancySpan, check_dates, describe, first_overlap
 from protocols.site import SiteApartment, SiteBuilding, SiteExport, SiteMeter, SiteProperty
 
 APARTMENT_COLUMNS = {
@@ -268,3 +270,190 @@ async def import_meters_csv(
     outcome.imported = True
     outcome.summary = {k: v for k, v in report.as_dict().items() if k.startswith(("meter", "keys"))}
     return outcome
+
+
+# --- Tenancy register (who lived where when) ------------------------------------------------------
+
+TENANCY_COLUMNS = {
+    "object_number": ("object_number", "objektsnummer", "objektnummer", "objekt"),
+    "number": ("number", "lägenhetsnummer", "lagenhetsnummer", "lgh", "lghnr", "apartment"),
+    "tenant_ref": ("tenant_ref", "hyresgäst", "hyresgast", "kontrakt", "kundnummer", "medlem", "tenant"),
+    "name": ("name", "namn"),
+    "move_in": ("move_in", "inflyttning", "inflyttningsdatum", "inflyttad"),
+    "move_out": ("move_out", "utflyttning", "utflyttningsdatum", "avflyttning", "avflyttningsdatum"),
+}
+REQUIRED_TENANCY = ("tenant_ref", "move_in")
+
+
+def _day(value: str, name: str) -> date | None:
+    value = value.strip()
+    if not value:
+        return None
+    text = f"{value[:4]}-{value[4:6]}-{value[6:]}" if len(value) == 8 and value.isdigit() else value
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{name}: {value!r} is not a date (YYYY-MM-DD)") from None
+
+
+async def import_tenancies_csv(
+    db: Database,
+    property_key: str,
+    text: str,
+    *,
+    move_out_is_last_day: bool = False,
+    dry_run: bool = False,
+    actor: str | None = None,
+) -> ImportOutcome:
+    """The rental administration's register of tenancies (object number or lägenhetsnummer, tenant
+    reference, name, move-in, move-out). A row is matched to a stored tenancy by apartment and
+    move-in: it updates that one (a move-out being filled in) or adds a new one. A row that would
+    overlap another tenancy of the same apartment (stored or in the file) is refused, as is the whole
+    file with it. ``move_out`` is the first day no longer occupied, as everywhere in billing; with
+    ``move_out_is_last_day`` the file gives the contract's last day (t.o.m.) and a day is added."""
+    outcome = ImportOutcome("tenancies")
+    rows = _rows(text, TENANCY_COLUMNS, REQUIRED_TENANCY)
+    if rows and not {"object_number", "number"} & rows[0].keys():
+        raise CsvImportError(
+            "header: needs an object_number (objektsnummer) or number (lägenhetsnummer) column"
+        )
+    outcome.rows = len(rows)
+    async with db.sessions.begin() as session:
+        prop = (
+            await session.execute(select(Property).where(Property.key == property_key))
+        ).scalar_one_or_none()
+        if prop is None:
+            raise CsvImportError(f"property: no property {property_key!r}")
+        apartments = list(
+            (await session.execute(select(Apartment).where(Apartment.property_id == prop.id))).scalars()
+        )
+        by_object = {a.object_number: a for a in apartments}
+        by_number: dict[str, list[Apartment]] = {}
+        for a in apartments:
+            by_number.setdefault(a.number, []).append(a)
+        stored: dict[int, list[Tenancy]] = {}
+        for t in (
+            await session.execute(
+                select(Tenancy).where(Tenancy.apartment_id.in_([a.id for a in apartments] or [-1]))
+            )
+        ).scalars():
+            stored.setdefault(t.apartment_id, []).append(t)
+        wanted: dict[int, list[TenancySpan]] = {}
+        accepted: list[tuple[Apartment, TenancySpan, str]] = []
+        for n, row in enumerate(rows, start=2):  # row 1 is the header
+            try:
+                apartment = _tenancy_apartment(row, by_object, by_number, property_key)
+                ref = row["tenant_ref"]
+                if not ref or len(ref) > 64:
+                    raise ValueError("tenant_ref: needed, at most 64 characters")
+                name = row.get("name", "")
+                if len(name) > 200:
+                    raise ValueError("name: at most 200 characters")
+                move_in = _day(row["move_in"], "move_in")
+                if move_in is None:
+                    raise ValueError("move_in: needed")
+                move_out = _day(row.get("move_out", ""), "move_out")
+                if move_out is not None and move_out_is_last_day:
+                    move_out += timedelta(days=1)
+                check_dates(move_in, move_out)
+                span = TenancySpan(ref, move_in, move_out, ident=("file", n))
+                mine = wanted.setdefault(apartment.id, [])
+                twin = next((s for s in mine if s.move_in == move_in), None)
+                if twin is not None:
+                    raise ValueError(
+                        f"move_in: {apartment.object_number} {move_in} appears twice in the file"
+                    )
+                clash = first_overlap(span, mine)
+                if clash is not None:
+                    raise ValueError(
+                        f"overlaps {describe(clash)} (row {clash.ident[1]}) of {apartment.object_number}"
+                    )
+                kept = [
+                    TenancySpan(t.tenant_ref, t.move_in, t.move_out, ident=t.id)
+                    for t in stored.get(apartment.id, [])
+                    if t.move_in != move_in
+                ]
+                clash = first_overlap(span, kept)
+                if clash is not None:
+                    raise ValueError(
+                        f"overlaps the stored tenancy {describe(clash)} of {apartment.object_number} "
+                        "(change or delete that one first)"
+                    )
+            except (ValueError, TenancyError) as exc:
+                outcome.refused.append(
+                    {
+                        "row": n,
+                        "object_number": row.get("object_number") or row.get("number"),
+                        "tenant_ref": row.get("tenant_ref"),
+                        "reason": _reason(exc),
+                    }
+                )
+                continue
+            mine.append(span)
+            accepted.append((apartment, span, name))
+            outcome.accepted.append(n)
+        if outcome.refused or dry_run:
+            return outcome
+        created = updated = unchanged = 0
+        now = datetime.now(UTC)
+        for apartment, span, name in accepted:
+            row_ = next((t for t in stored.get(apartment.id, []) if t.move_in == span.move_in), None)
+            if row_ is None:
+                session.add(
+                    Tenancy(
+                        apartment_id=apartment.id,
+                        tenant_ref=span.tenant_ref,
+                        name=name,
+                        move_in=span.move_in,
+                        move_out=span.move_out,
+                        updated_at=now,
+                        updated_by=actor,
+                    )
+                )
+                created += 1
+            elif (row_.tenant_ref, row_.name, row_.move_out) == (span.tenant_ref, name, span.move_out):
+                unchanged += 1
+            else:
+                row_.tenant_ref, row_.name, row_.move_out = span.tenant_ref, name, span.move_out
+                row_.updated_at, row_.updated_by = now, actor
+                updated += 1
+        session.add(
+            AuditLog(
+                at=now,
+                actor=actor,
+                action="tenancy.import",
+                entity="property",
+                entity_id=prop.key,
+                detail=f"rows={len(rows)} created={created} updated={updated} unchanged={unchanged}",
+            )
+        )
+    outcome.imported = True
+    outcome.summary = {
+        "tenancies_created": created,
+        "tenancies_updated": updated,
+        "tenancies_unchanged": unchanged,
+    }
+    return outcome
+
+
+def _tenancy_apartment(
+    row: dict[str, str],
+    by_object: dict[str, Apartment],
+    by_number: dict[str, list[Apartment]],
+    property_key: str,
+) -> Apartment:
+    obj, number = row.get("object_number", ""), row.get("number", "")
+    if obj:
+        apartment = by_object.get(obj)
+        if apartment is None:
+            raise ValueError(f"object_number: no apartment {obj!r} in {property_key}")
+        if number and apartment.number != number:
+            raise ValueError(f"number: {obj} is lägenhetsnummer {apartment.number}, not {number}")
+        return apartment
+    if not number:
+        raise ValueError("object_number or number: one is needed")
+    found = by_number.get(number, [])
+    if len(found) != 1:
+        what = "no apartment" if not found else f"{len(found)} apartments (give the object number)"
+        raise ValueError(f"number: {what} with lägenhetsnummer {number!r} in {property_key}")
+    return found[0]

@@ -18,13 +18,15 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from fastapi import APIRouter, HTTPException, Response, status
+from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from central.api.deps import PrincipalDep, SessionDep
+from central.api.deps import PrincipalDep, SessionDep, StateDep
 from central.auth import Principal
 from central.billing import (
     EXCEL_CSV,
@@ -70,6 +72,7 @@ from central.billing.store import (
     save_run,
     update_run,
 )
+from central.csv_import import CsvImportError, import_tenancies_csv
 from central.models import (
     Apartment,
     AuditLog,
@@ -83,8 +86,10 @@ from central.models import (
     BillingSupplierInvoiceLine,
     Property,
     RawFrame,
+    Tenancy,
 )
 from central.models import Reading as ReadingRow
+from central.tenancies import TenancyError, TenancySpan, check_dates, describe, first_overlap, tenancy_dict
 
 router = APIRouter(prefix="/api/billing", tags=["billing"])
 
@@ -940,3 +945,159 @@ async def line_sources(
         }
         for r, f in rows
     ]
+
+
+# --- tenancies --------------------------------------------------------------------------------------
+# Who lived in an apartment when: runs split an apartment's period at the move dates. Names are
+# personal data: admin and staff write, board members read their properties', nobody else sees them.
+
+TENANCY_READERS = frozenset({"admin", "staff", "board"})
+
+
+class TenancyIn(_In):
+    tenant_ref: str = Field(min_length=1, max_length=64)
+    name: str = Field(default="", max_length=200)
+    move_in: date
+    move_out: date | None = Field(default=None, description="the first day no longer occupied")
+
+
+async def _apartment_for(
+    session: AsyncSession, who: Principal, ref: int, *, edit: bool
+) -> tuple[Apartment, Property]:
+    if not edit and who.role not in TENANCY_READERS:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"role {who.role} may not see tenancies")
+    apartment = await session.get(Apartment, ref)
+    if apartment is None:
+        raise HTTPException(404, detail=f"no apartment {ref}")
+    try:
+        prop = await _property_by_id(session, who, apartment.property_id, edit=edit)
+    except HTTPException as exc:
+        if exc.status_code == 404:
+            raise HTTPException(404, detail=f"no apartment {ref}") from None
+        raise
+    return apartment, prop
+
+
+async def _tenancies_of(session: AsyncSession, apartment_id: int) -> list[Tenancy]:
+    rows = await session.execute(
+        select(Tenancy).where(Tenancy.apartment_id == apartment_id).order_by(Tenancy.move_in, Tenancy.id)
+    )
+    return list(rows.scalars())
+
+
+async def _check_tenancy(
+    session: AsyncSession, apartment: Apartment, body: TenancyIn, skip: int | None
+) -> None:
+    try:
+        check_dates(body.move_in, body.move_out)
+    except TenancyError as exc:
+        raise HTTPException(422, detail=str(exc)) from None
+    new = TenancySpan(body.tenant_ref, body.move_in, body.move_out, ident=skip)
+    others = [
+        TenancySpan(t.tenant_ref, t.move_in, t.move_out, ident=t.id)
+        for t in await _tenancies_of(session, apartment.id)
+    ]
+    clash = first_overlap(new, others)
+    if clash is not None:
+        raise HTTPException(
+            409, detail=f"overlaps tenancy {clash.ident} ({describe(clash)}) of {apartment.object_number}"
+        )
+
+
+@router.get("/apartments/{ref}/tenancies")
+async def list_tenancies(ref: int, who: PrincipalDep, session: SessionDep) -> list[dict[str, Any]]:
+    apartment, _prop = await _apartment_for(session, who, ref, edit=False)
+    return [tenancy_dict(t, apartment) for t in await _tenancies_of(session, apartment.id)]
+
+
+@router.post("/apartments/{ref}/tenancies", status_code=201)
+async def create_tenancy(ref: int, body: TenancyIn, who: PrincipalDep, session: SessionDep) -> dict[str, Any]:
+    apartment, _prop = await _apartment_for(session, who, ref, edit=True)
+    await _check_tenancy(session, apartment, body, None)
+    row = Tenancy(
+        apartment_id=apartment.id, updated_at=datetime.now(UTC), updated_by=who.username, **body.model_dump()
+    )
+    session.add(row)
+    await session.flush()
+    _audit(session, who, "tenancy.create", "tenancy", row.id, body.model_dump_json())
+    await session.commit()
+    return tenancy_dict(row, apartment)
+
+
+async def _tenancy(
+    session: AsyncSession, who: Principal, tenancy_id: int, *, edit: bool
+) -> tuple[Tenancy, Apartment]:
+    row = await session.get(Tenancy, tenancy_id)
+    if row is None:
+        raise HTTPException(404, detail=f"no tenancy {tenancy_id}")
+    try:
+        apartment, _prop = await _apartment_for(session, who, row.apartment_id, edit=edit)
+    except HTTPException as exc:
+        if exc.status_code == 404:
+            raise HTTPException(404, detail=f"no tenancy {tenancy_id}") from None
+        raise
+    return row, apartment
+
+
+@router.get("/tenancies/{tenancy_id}")
+async def get_tenancy(tenancy_id: int, who: PrincipalDep, session: SessionDep) -> dict[str, Any]:
+    row, apartment = await _tenancy(session, who, tenancy_id, edit=False)
+    return tenancy_dict(row, apartment)
+
+
+@router.put("/tenancies/{tenancy_id}")
+async def update_tenancy(
+    tenancy_id: int, body: TenancyIn, who: PrincipalDep, session: SessionDep
+) -> dict[str, Any]:
+    row, apartment = await _tenancy(session, who, tenancy_id, edit=True)
+    await _check_tenancy(session, apartment, body, row.id)
+    for name, value in body.model_dump().items():
+        setattr(row, name, value)
+    row.updated_at, row.updated_by = datetime.now(UTC), who.username
+    _audit(session, who, "tenancy.update", "tenancy", row.id, body.model_dump_json())
+    await session.commit()
+    return tenancy_dict(row, apartment)
+
+
+@router.delete("/tenancies/{tenancy_id}", status_code=204)
+async def delete_tenancy(tenancy_id: int, who: PrincipalDep, session: SessionDep) -> Response:
+    row, _apartment = await _tenancy(session, who, tenancy_id, edit=True)
+    await session.delete(row)
+    _audit(session, who, "tenancy.delete", "tenancy", tenancy_id, f"{row.tenant_ref} {row.move_in}")
+    await session.commit()
+    return Response(status_code=204)
+
+
+@router.post("/properties/{key}/tenancies/import")
+async def import_tenancies(  # noqa: PLR0917 - the request's parts, as FastAPI passes them
+    key: str,
+    request: Request,
+    who: PrincipalDep,
+    session: SessionDep,
+    state: StateDep,
+    dry_run: bool = False,
+    move_out_is_last_day: bool = False,
+) -> JSONResponse:
+    """The rental administration's tenancy register (CSV body): every row valid or nothing imported;
+    the answer lists accepted rows and, for each refused one, why (422 when any is refused)."""
+    prop = await _property(session, who, key, edit=True)
+    await session.close()  # the import writes in its own transaction
+    body = await request.body()
+    if len(body) > 10 * 1024 * 1024:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail="file larger than 10 MiB")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        text = body.decode("cp1252")  # what older Windows exports of admin systems write
+    try:
+        outcome = await import_tenancies_csv(
+            state.db,
+            prop.key,
+            text,
+            move_out_is_last_day=move_out_is_last_day,
+            dry_run=dry_run,
+            actor=who.username,
+        )
+    except CsvImportError as exc:
+        raise HTTPException(422, detail=str(exc)) from exc
+    return JSONResponse(jsonable_encoder(outcome.as_dict()), status_code=422 if outcome.refused else 200)

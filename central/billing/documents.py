@@ -58,6 +58,7 @@ class DocumentContext:
     comparisons: Mapping[str, tuple[Comparison, ...]] = field(default_factory=dict)  # by apartment id
     timezone: str = "Europe/Stockholm"
     language: str = "sv"  # "sv" or "en"
+    tenant_names: Mapping[str, str] = field(default_factory=dict)  # tenant ref -> name on the notice
 
 
 @dataclass(frozen=True, slots=True)
@@ -417,6 +418,13 @@ def _safe(text: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)
 
 
+def _tenant_text(ctx: DocumentContext, tenant_ref: str | None, vacant: str) -> str:
+    if tenant_ref is None:
+        return vacant
+    name = ctx.tenant_names.get(tenant_ref)
+    return f"{tenant_ref} ({name})" if name else tenant_ref
+
+
 def underlag(
     run: BillingRun,
     ctx: DocumentContext,
@@ -444,7 +452,7 @@ def underlag(
             (lab["object"], first.object_number),
             (lab["address"], apt.address if apt else ""),
             (lab["number"], first.apartment_number),
-            (lab["tenant"], tenant_ref if tenant_ref is not None else lab["vacant"]),
+            (lab["tenant"], _tenant_text(ctx, tenant_ref, lab["vacant"])),
             (lab["area"], f"{_qty(apt.area_m2, lang)} m²" if apt else ""),
         ]
     )

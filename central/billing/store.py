@@ -14,9 +14,11 @@ flagged) the boundaries itself. Energy is converted to kWh exactly (a decimal sh
 carries the quantity on several registers (a pulse input beside the main register), the shortest
 DIF/VIF wins, as in ``central.consumption``.
 
-Tenants: an apartment's ``tenant_ref`` is its occupant for the whole period; without one, the object
-number stands in as the reference (rental administration systems resolve the contract from the
-object number). Moves within a period are not stored in central yet: see the report in the run.
+Tenants: the stored tenancies (``central.tenancies``) say who lived in an apartment when; the engine
+cuts the period at their move dates, so each tenant gets their own lines. An apartment without
+stored tenancies keeps its ``tenant_ref`` as the occupant for the whole period; without one, the
+object number stands in as the reference (rental administration systems resolve the contract from
+the object number).
 
 Faults: a fault with ``blocks_billing`` that is not resolved blocks its meter's point (the settings'
 fault policy then holds the line or bills it flagged).
@@ -53,6 +55,7 @@ from central.models import (
     Fault,
     Meter,
     Property,
+    Tenancy,
 )
 from central.models import (
     MeterPoint as MeterPointRow,
@@ -60,6 +63,7 @@ from central.models import (
 from central.models import (
     Reading as ReadingRow,
 )
+from central.tenancies import occupancy
 
 from .documents import Comparison, Document, DocumentContext
 from .model import (
@@ -82,7 +86,6 @@ from .model import (
     PropertySettings,
     Reading,
     SupplierInvoice,
-    TenantPeriod,
     VatRounding,
 )
 from .money import ZERO, Rounding
@@ -107,7 +110,6 @@ __all__ = [
 
 READING_WINDOW = timedelta(days=45)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-MOVE_IN_ALWAYS = date(1900, 1, 1)
 
 # medium -> (engine unit, decimal shift from the stored register unit)
 UNITS: dict[str, tuple[str, int]] = {
@@ -196,9 +198,16 @@ async def load_input(
     )
     apartments = tuple(_apartment(a) for a in sorted(apt_rows, key=lambda a: a.object_number))
     apt_key = {a.id: a.object_number for a in apt_rows}
-    tenants = tuple(
-        TenantPeriod(a.object_number, a.tenant_ref or a.object_number, MOVE_IN_ALWAYS) for a in apt_rows
+    tenancy_rows = (
+        (
+            await session.execute(
+                select(Tenancy).where(Tenancy.apartment_id.in_([a.id for a in apt_rows] or [-1]))
+            )
+        )
+        .scalars()
+        .all()
     )
+    tenants = occupancy(apt_rows, tenancy_rows)
 
     points = (
         (
@@ -399,7 +408,7 @@ async def load_input(
         apartments=apartments,
         meter_points=tuple(engine_points),
         media=tuple(media),
-        tenants=tuple(sorted(tenants, key=lambda t: t.apartment_id)),
+        tenants=tenants,
         invoices=invoices,
         fixed_costs=fixed_costs,
         approvals=approvals,
@@ -575,6 +584,13 @@ async def document_context(session: AsyncSession, prop: Property, language: str 
         .scalars()
         .all()
     )
+    names = (
+        await session.execute(
+            select(Tenancy.tenant_ref, Tenancy.name)
+            .where(Tenancy.apartment_id.in_([a.id for a in apt_rows] or [-1]), Tenancy.name != "")
+            .order_by(Tenancy.move_in, Tenancy.id)
+        )
+    ).all()
     return DocumentContext(
         prop.key,
         prop.name,
@@ -582,6 +598,7 @@ async def document_context(session: AsyncSession, prop: Property, language: str 
         {},
         srow.timezone if srow is not None else "Europe/Stockholm",
         language,
+        dict(names),  # the latest name wins (ordered by move-in)
     )
 
 
