@@ -238,6 +238,7 @@ class BatchResult:
     frames_failed: int = 0
     readings: int = 0
     meter_ids: set[int] = field(default_factory=set)
+    received_at: list[datetime] = field(default_factory=list)  # of the new frames: ingest lag metric
 
 
 AfterBatch = Callable[[BatchResult], Awaitable[None]]
@@ -674,6 +675,7 @@ class IngestProcessor:
                     result.frames_duplicate += 1
                     continue  # redelivery: this frame and its readings are already stored
                 result.frames_new += 1
+                result.received_at.append(frame.received_at)
                 if d.status != "ok":
                     result.frames_failed += 1
                     continue
@@ -886,6 +888,11 @@ class MqttIngest:
         self._worker: asyncio.Task[None] | None = None
         self._pending_subs: set[int] = set()
         self.acked = 0
+
+    @property
+    def queue_depth(self) -> int:
+        """Messages received from the broker and not yet committed (the metrics gauge)."""
+        return self._queue.qsize()
 
     @staticmethod
     def topics(shared: bool, collectors: Sequence[str] | None) -> list[str]:

@@ -19,6 +19,8 @@ from central.auth import ensure_demo_user
 from central.config import Settings
 from central.db import Database
 from central.keys import MeterKeyBox, token_secret
+from central.metrics import HttpMetricsMiddleware, attach_metrics
+from central.metrics import router as metrics_router
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,7 @@ async def central_state(settings: Settings, *, start_ingest: bool = True) -> Asy
         if settings.demo:
             await ensure_demo_user(db)
         state.processor = IngestProcessor(db, keybox=state.keybox)
+        attach_metrics(state)  # before ingest starts: every committed batch is counted
         _attach_checks(state)
         if start_ingest and settings.mqtt_url:
             state.ingest = MqttIngest(
@@ -90,6 +93,8 @@ def create_app(settings: Settings, *, start_ingest: bool = True) -> FastAPI:
     app.include_router(commands_router)
     app.include_router(meters_admin_router)
     app.include_router(billing_router)
+    app.include_router(metrics_router)
+    app.add_middleware(HttpMetricsMiddleware)
     app.include_router(registration_router)
     from central.web.views import mount
 

@@ -53,6 +53,6 @@ def parse_rtlwmbus_line(line: str) -> RtlWmbusLine:
     timestamp = fields[3].strip() or None if len(fields) > 4 else None
     rssi = None
     # ASCII digits only: str.isdigit() also accepts "²" and "--5", which int() refuses
-    if len(fields) > 5 and _RSSI_RE.fullmatch(fields[4].strip()):
-        rssi = int(fields[4])
+    if len(fields) > 5 and (match := _RSSI_RE.fullmatch(fields[4].strip())):
+        rssi = int(match.group())
     return RtlWmbusLine(mode, timestamp, rssi, telegram)

@@ -118,3 +118,9 @@ def test_rtlwmbus_rssi_field_takes_ascii_digits_only() -> None:
         assert line.rssi is None
         assert line.telegram == SEEDS[0]
     assert parse_rtlwmbus_line(f"T1;1;1;2019-04-03 19:00:42.000;-97;148;12345678;0x{telegram}").rssi == -97
+
+
+def test_rtlwmbus_rssi_with_a_control_character_is_dropped() -> None:
+    """Found by ``make fuzz``: "-1\\x1f" strips to "-1" but int() of the unstripped field fails."""
+    line = parse_rtlwmbus_line(f"S1;1;1;2019-04-03 19:00:42.000;-1\x1f;11;12345678;0x{SEEDS[0].hex()}")
+    assert line.rssi == -1
