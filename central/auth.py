@@ -7,8 +7,13 @@ the properties linked in ``user_property``; ``resident`` sees only their own apa
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import math
+import threading
+import time
+from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 import jwt
 from argon2 import PasswordHasher
@@ -86,6 +91,118 @@ async def authenticate(db: Database, username: str, password: str) -> User | Non
         verify_password(_DUMMY_HASH, password)
         return None
     return user if verify_password(user.password_hash, password) else None
+
+
+# -- brute-force limits on login -----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Failures:
+    count: int = 0
+    last: float = 0.0
+    locked_until: float = 0.0
+
+
+@dataclass(slots=True)
+class LoginThrottle:
+    """Failed logins counted per username and per client address, in this process.
+
+    The first ``free_*`` failures cost nothing; each further failure locks that username (or address)
+    for ``base_s * 2**(n - free)`` seconds, at most ``max_s``. While locked, a login is refused with
+    429 *before* the password is checked, so a locked account gives an attacker no oracle. A success
+    clears the username's count (not the address's: one good account must not launder an address
+    that is guessing others). Counts are forgotten ``forget_s`` after the last failure. This is the
+    inner layer; nginx's ``limit_req`` on ``/login`` and ``/api/auth/token`` is the outer one
+    (``deploy/nginx``), and several API processes each keep their own counts.
+    """
+
+    free_per_user: int = 5
+    free_per_address: int = 20
+    base_s: float = 1.0
+    max_s: float = 900.0
+    forget_s: float = 3600.0
+    max_entries: int = 100_000
+    clock: Callable[[], float] = time.monotonic
+    _table: dict[tuple[str, str], _Failures] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _keys(self, username: str, address: str | None) -> list[tuple[tuple[str, str], int]]:
+        keys = [(("user", username.casefold()), self.free_per_user)]
+        if address:
+            keys.append((("address", address), self.free_per_address))
+        return keys
+
+    def retry_after(self, username: str, address: str | None) -> float:
+        """Seconds until a login for this username from this address may be tried; 0: now."""
+        now = self.clock()
+        with self._lock:
+            waits = [
+                entry.locked_until - now
+                for key, _free in self._keys(username, address)
+                if (entry := self._table.get(key)) is not None
+            ]
+        return max([0.0, *waits])
+
+    def failed(self, username: str, address: str | None) -> None:
+        now = self.clock()
+        with self._lock:
+            if len(self._table) >= self.max_entries:
+                self._prune(now)
+            for key, free in self._keys(username, address):
+                entry = self._table.get(key)
+                if entry is None or now - entry.last > self.forget_s:
+                    entry = self._table[key] = _Failures()
+                entry.count += 1
+                entry.last = now
+                if entry.count > free:
+                    wait = min(self.max_s, self.base_s * 2 ** min(entry.count - free - 1, 30))
+                    entry.locked_until = max(entry.locked_until, now + wait)
+
+    def succeeded(self, username: str, address: str | None) -> None:
+        """Undo :meth:`failed` for an attempt that turned out right: the username starts afresh."""
+        with self._lock:
+            self._table.pop(("user", username.casefold()), None)
+            entry = self._table.get(("address", address)) if address else None
+            if entry is not None and entry.count > 0:
+                entry.count -= 1
+                if entry.count <= self.free_per_address:
+                    entry.locked_until = 0.0
+
+    def _prune(self, now: float) -> None:
+        for key in [k for k, e in self._table.items() if now - e.last > self.forget_s]:
+            del self._table[key]
+        while len(self._table) >= self.max_entries:  # still full: drop the oldest
+            del self._table[min(self._table, key=lambda k: self._table[k].last)]
+
+
+class LoginThrottledError(AuthError):
+    def __init__(self, retry_after_s: float) -> None:
+        self.retry_after = max(1, math.ceil(retry_after_s))
+        super().__init__(f"too many failed logins; try again in {self.retry_after} s")
+
+
+def login_throttle(extras: MutableMapping[str, Any]) -> LoginThrottle:
+    """The process's throttle, kept in the central state's ``extras``."""
+    throttle = extras.get("login_throttle")
+    if not isinstance(throttle, LoginThrottle):
+        throttle = extras["login_throttle"] = LoginThrottle()
+    return throttle
+
+
+async def authenticate_throttled(
+    db: Database, throttle: LoginThrottle, username: str, password: str, address: str | None
+) -> User | None:
+    """:func:`authenticate` behind the throttle: raises :class:`LoginThrottledError` while locked."""
+    wait = throttle.retry_after(username, address)
+    if wait > 0:
+        raise LoginThrottledError(wait)
+    # Counted as failed before the (slow, awaited) password check, so that parallel guesses see
+    # each other; a right password undoes it.
+    throttle.failed(username, address)
+    user = await authenticate(db, username, password)
+    if user is not None:
+        throttle.succeeded(username, address)
+    return user
 
 
 async def principal_for(db: Database, username: str) -> Principal | None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 from sqlalchemy import func, select, text
 
 from central.api.deps import PrincipalDep, SessionDep, StateDep, require_roles
-from central.auth import Principal, authenticate, issue_token
+from central.auth import LoginThrottledError, Principal, authenticate_throttled, issue_token, login_throttle
 from central.models import RejectedMessage, utcnow
 from central.queries import (
     find_meter,
@@ -57,9 +57,20 @@ async def health(state: StateDep, session: SessionDep) -> dict[str, Any]:
 
 
 @router.post("/auth/token", tags=["auth"])
-async def token(state: StateDep, form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> dict[str, Any]:
-    """OAuth2 password flow: form fields ``username`` and ``password``."""
-    user = await authenticate(state.db, form.username, form.password)
+async def token(
+    request: Request, state: StateDep, form: Annotated[OAuth2PasswordRequestForm, Depends()]
+) -> dict[str, Any]:
+    """OAuth2 password flow: form fields ``username`` and ``password``. Repeated failures per
+    username or client address answer 429 with ``Retry-After`` (``central.auth.LoginThrottle``)."""
+    address = request.client.host if request.client else None
+    try:
+        user = await authenticate_throttled(
+            state.db, login_throttle(state.extras), form.username, form.password, address
+        )
+    except LoginThrottledError as exc:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS, detail=str(exc), headers={"Retry-After": str(exc.retry_after)}
+        ) from None
     if user is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,

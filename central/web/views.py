@@ -20,7 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import case, func, or_, select
 
 from central.api.deps import TOKEN_COOKIE, get_state
-from central.auth import Principal, authenticate, issue_token
+from central.auth import LoginThrottledError, Principal, authenticate_throttled, issue_token, login_throttle
 from central.faults import SEVERITIES, TRANSITIONS, FaultTransitionError, assign, comment, transition
 from central.models import (
     Apartment,
@@ -200,6 +200,12 @@ async def _dashboard(p: Page, who: Principal) -> Response:
     return render(p, "dashboard.html", {"tables": tables, "total": total, "with_readings": with_readings})
 
 
+_TOO_MANY_LOGINS = {
+    "sv": "För många misslyckade inloggningar. Försök igen om {s} sekunder.",
+    "en": "Too many failed logins. Try again in {s} seconds.",
+}
+
+
 def mount(app: FastAPI) -> None:
     static = HERE / "static"
     if static.is_dir():
@@ -222,7 +228,16 @@ def mount(app: FastAPI) -> None:
         await check_csrf(request)
         p = await page(request, login=False)
         state = get_state(request)
-        user = await authenticate(state.db, username, password)
+        address = request.client.host if request.client else None
+        try:
+            user = await authenticate_throttled(
+                state.db, login_throttle(state.extras), username, password, address
+            )
+        except LoginThrottledError as exc:
+            error = _TOO_MANY_LOGINS.get(p.lang, _TOO_MANY_LOGINS["sv"]).format(s=exc.retry_after)
+            locked = render(p, "login.html", {"error": error, "next": _safe_next(next)}, 429)
+            locked.headers["Retry-After"] = str(exc.retry_after)
+            return locked
         if user is None:
             return render(p, "login.html", {"error": p.t("bad_login"), "next": _safe_next(next)}, 401)
         token = issue_token(state.token_secret, user.username, state.settings.token_minutes)
