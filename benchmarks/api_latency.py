@@ -286,6 +286,10 @@ def generate(db_path: Path, n_meters: int, n_days: int, seed: int = 7) -> Portfo
         if batch:
             conn.exec_driver_sql(sql, batch)
             pf.readings += len(batch)
+        # What ingest keeps beside the readings as it writes them (bulk rows bypass it).
+        from central.reading_months import rebuild_sync
+
+        rebuild_sync(conn)
 
         # Faults: ~3 % of the meters with an unresolved one, as many resolved, each with its history.
         faults, events = [], []

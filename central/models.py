@@ -217,6 +217,25 @@ class Reading(Base):
     )
 
 
+class ReadingMonth(Base):
+    """A month of one billing-register candidate in a nutshell (``central.reading_months``): derived
+    from the readings, kept beside them so a page needs a row per month instead of a row per day."""
+
+    __tablename__ = "reading_month"
+    # No foreign key: the rows are derived, rebuilt or dropped with the readings they summarise.
+    meter_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    register: Mapped[str] = mapped_column(String(64), primary_key=True)
+    month: Mapped[str] = mapped_column(String(7), primary_key=True, doc="YYYY-MM (UTC)")
+    quantity: Mapped[str] = mapped_column(String(64))
+    unit: Mapped[str] = mapped_column(String(32))
+    first_day: Mapped[int] = mapped_column(Integer, doc="the month's first day with a reading")
+    first_at: Mapped[datetime] = mapped_column(UTCDateTime(), doc="that day's last reading")
+    first_value: Mapped[Decimal] = mapped_column(ExactDecimal())
+    last_at: Mapped[datetime] = mapped_column(UTCDateTime(), doc="the month's last reading")
+    last_value: Mapped[Decimal] = mapped_column(ExactDecimal())
+    days: Mapped[int] = mapped_column(Integer, doc="bit n-1 set: a reading on day n")
+
+
 class Fault(Base):
     """One open fault per (meter, rule); a repeat updates it and counts."""
 
@@ -521,5 +540,6 @@ __all__ += [
     "BillingSettings",
     "BillingSupplierInvoice",
     "BillingSupplierInvoiceLine",
+    "ReadingMonth",
     "Tenancy",
 ]

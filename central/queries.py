@@ -158,21 +158,33 @@ async def list_meters(
     property_key: str | None = None,
     medium: str | None = None,
     apartment: str | None = None,
-    limit: int = 1000,
+    limit: int = 50,
     offset: int = 0,
+    after: int | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
-    query = scope_meters(_meter_base(), who)
+    """A page of meters in ``ref`` (meter id) order: the primary key, so a page costs an index walk
+    of ``offset + limit`` rows whatever the filters; ``after`` (the last ``ref`` seen) pages by key
+    without walking the skipped rows at all."""
+    where: list[Any] = []
     if property_key is not None:
-        query = query.where(Property.key == property_key)
+        where.append(Property.key == property_key)
     if medium is not None:
-        query = query.where(Meter.medium == medium)
+        where.append(Meter.medium == medium)
     if apartment is not None:
-        query = query.where(Apartment.object_number == apartment)
-    total = (await session.execute(select(func.count()).select_from(query.subquery()))).scalar_one()
-    query = (
-        query.order_by(Property.key, Apartment.number, Meter.medium, Meter.serial).limit(limit).offset(offset)
-    )
-    rows = (await session.execute(query)).all()
+        where.append(Apartment.object_number == apartment)
+    query = scope_meters(_meter_base(), who).where(*where)
+    # The count joins only what the filters and the scope need (a bare count of meters for staff).
+    counted = select(func.count()).select_from(Meter)
+    if where or not who.sees_all:
+        counted = counted.outerjoin(MeterPoint, Meter.meter_point_id == MeterPoint.id)
+    if property_key is not None:
+        counted = counted.outerjoin(Property, MeterPoint.property_id == Property.id)
+    if apartment is not None:
+        counted = counted.outerjoin(Apartment, MeterPoint.apartment_id == Apartment.id)
+    total = (await session.execute(scope_meters(counted, who).where(*where))).scalar_one()
+    if after is not None:
+        query = query.where(Meter.id > after)
+    rows = (await session.execute(query.order_by(Meter.id).limit(limit).offset(offset))).all()
     values = await latest_values(session, [row[0] for row in rows])
     items = []
     for meter, point, apt, prop in rows:

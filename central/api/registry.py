@@ -37,6 +37,7 @@ from central.models import (
     utcnow,
 )
 from central.queries import collector_dict, meter_dict
+from central.reading_months import note_readings
 from protocols.site import Medium
 
 router = APIRouter()  # mounted under /api by central.api.routes
@@ -781,6 +782,9 @@ async def _manual_reading(session: AsyncSession, meter: Meter, at: datetime, val
             unit=main[1],
             value=number,
         )
+    )
+    await note_readings(
+        session, [(meter.id, MANUAL_REGISTER, at, main[0], main[1], "instantaneous", 0, 0, 0, number)]
     )
 
 

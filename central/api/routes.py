@@ -99,14 +99,28 @@ async def meters(
     property: Annotated[str | None, Query(description="property id")] = None,
     medium: str | None = None,
     apartment: Annotated[str | None, Query(description="apartment object number")] = None,
-    limit: Limit = 1000,
+    limit: Limit = 50,
     offset: Offset = 0,
+    after: Annotated[
+        int | None, Query(ge=0, description="keyset paging: the last `ref` of the previous page")
+    ] = None,
 ) -> list[dict[str, Any]]:
-    """Meters with their apartment, last reading time and latest register values (exact, as text)."""
+    """Meters with their apartment, last reading time and latest register values (exact, as text),
+    in `ref` order, 50 a page by default. Page with `offset`, or - cheaper on deep pages - with
+    `after` set to the last `ref` received (`X-Next-After` gives it)."""
     items, total = await list_meters(
-        session, who, property_key=property, medium=medium, apartment=apartment, limit=limit, offset=offset
+        session,
+        who,
+        property_key=property,
+        medium=medium,
+        apartment=apartment,
+        limit=limit,
+        offset=offset,
+        after=after,
     )
     _paged(response, total, limit, offset)
+    if len(items) == limit:
+        response.headers["X-Next-After"] = str(items[-1]["ref"])
     return items
 
 

@@ -25,6 +25,7 @@ from central.web.data import (
     period_windows,
     round_display,
 )
+from central.web.monthly import month_series
 
 GRAINS = ("day", "month", "year")
 Wrap = Callable[[Callable[..., Awaitable[Response]]], Callable[..., Awaitable[Response]]]
@@ -37,6 +38,20 @@ def _today() -> date:
 def _since(today: date, months: int = 14) -> datetime:
     start = month_start(today, months)
     return datetime(start.year, start.month, start.day, tzinfo=UTC) - timedelta(days=45)
+
+
+DAY_GRAIN_DAYS = 62  # what a day-grain table shows
+
+
+async def _series(
+    session: AsyncSession, meters: list[Meter], since: datetime, grain: str = "month"
+) -> dict[int, DailySeries]:
+    """Month and year grains from the month summaries (a row per month, not per reading); a day grain
+    from the readings of the days shown (and a few before, so the first day has its difference)."""
+    if grain == "day":
+        recent = datetime.now(UTC) - timedelta(days=DAY_GRAIN_DAYS + 8)
+        return await daily_series(session, meters, max(since, recent))
+    return await month_series(session, meters, since)
 
 
 def series_table(p: Page, name: str, series: DailySeries, grain: str, label: str) -> tuple[Table, str]:
@@ -133,7 +148,7 @@ def mount_pages(app: FastAPI, html: Wrap) -> None:
             if row is None:
                 raise HTTPException(404, detail=f"{t('meter')} {meter_id}")
             meter, point, apt, prop = row
-            series = (await daily_series(session, [meter], _since(_today()))).get(meter.id, DailySeries())
+            series = (await _series(session, [meter], _since(_today()), grain)).get(meter.id, DailySeries())
             siblings = []
             if point is not None:
                 siblings = list(
@@ -210,7 +225,7 @@ def mount_pages(app: FastAPI, html: Wrap) -> None:
                     )
                 ).all()
             )
-            series = await daily_series(session, [m for m, _mp in meters], _since(_today()))
+            series = await _series(session, [m for m, _mp in meters], _since(_today()), grain)
         by_medium: dict[str, DailySeries] = {}
         for m, mp in meters:
             if m.id in series:
@@ -297,7 +312,7 @@ def mount_pages(app: FastAPI, html: Wrap) -> None:
         async with state.db.sessions() as session:
             prop = await _property(session, p, key)
             meters = await _property_meters(session, prop.id)
-            series = await daily_series(session, [m for m, _mp, _a in meters], _since(today))
+            series = await month_series(session, [m for m, _mp, _a in meters], _since(today))
             open_faults = (
                 await session.execute(
                     select(Fault, Meter, Apartment)
@@ -446,7 +461,7 @@ def mount_pages(app: FastAPI, html: Wrap) -> None:
                 prop_rows = []
                 for other in others:
                     om = await _property_meters(session, other.id)
-                    os_ = await daily_series(
+                    os_ = await month_series(
                         session, [m for m, mp, _a in om if mp.medium == medium], _since(today, 12)
                     )
                     area = sum(
@@ -463,7 +478,7 @@ def mount_pages(app: FastAPI, html: Wrap) -> None:
                         acc.add(s)
                     prop_rows.append((other, acc.total(start, end)[0], area, acc.unit))
             else:
-                series = await daily_series(
+                series = await month_series(
                     session, [m for m, mp, _a in meters if mp.medium == medium], _since(today, 12)
                 )
         labels: list[str] = []
@@ -577,7 +592,7 @@ def mount_pages(app: FastAPI, html: Wrap) -> None:
                 raise HTTPException(404, detail=t("apartment"))
             prop = await session.get(Property, apt.property_id)
             meters = await _property_meters(session, apt.property_id)
-            series = await daily_series(session, [m for m, _mp, _a in meters], _since(today, 13))
+            series = await month_series(session, [m for m, _mp, _a in meters], _since(today, 13))
         media = sorted(
             {mp.medium for _m, mp, a in meters if a is not None and a.id == apt.id},
             key=lambda x: MEDIA_ORDER.index(x) if x in MEDIA_ORDER else 99,

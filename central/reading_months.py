@@ -1,0 +1,242 @@
+"""Month summaries of the billing registers, kept beside the readings (table ``reading_month``).
+
+A page that shows fourteen months of consumption for a property's 200 meters would otherwise read
+~85,000 daily readings. The daily figures of :mod:`central.web.data` (last value of each UTC day,
+differenced day to day, a gap spread evenly over its days) telescope inside a month, so a month's
+total needs only, per (meter, register, month):
+
+* the month's first day with a reading and that day's last reading (``first_*``),
+* the month's last reading (``last_*``),
+* which days of the month have a reading (``days``, bit n-1 for day n) - for the *estimated* marks.
+
+Candidates are the readings a billing register can be: storage 0, tariff 0, subunit 0,
+instantaneous, with a (quantity, unit) pair of :data:`central.checks.MAIN_REGISTER`; which register
+is the meter's billing register is decided when reading, exactly as for the daily figures.
+
+Two summaries merge by taking the earlier first day (the later reading on a tie of days), the later
+last reading and the union of the days - commutative, associative and idempotent, so late,
+out-of-order and repeated readings fold to the same row. On equal timestamps the stored summary
+wins, as the stored reading does (ingest is idempotent on (meter, register, timestamp)).
+
+Writers keep it current in their own transaction: :func:`note_readings` after inserting readings
+(ingest), :func:`rebuild` for the meters whose readings were deleted or rewritten (re-decode, meter
+deletion) or bulk-loaded behind the writers' back (benchmarks, migrations).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import String, and_, case, delete, or_, select, type_coerce
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from central.checks import MAIN_REGISTER
+from central.models import Reading, ReadingMonth
+
+CANDIDATES = frozenset(MAIN_REGISTER.values())
+_QUANTITIES = sorted({q for q, _u in CANDIDATES})
+_METERS_PER_QUERY = 500
+_SUMMARY_COLUMNS = (
+    "meter_id", "register", "month", "quantity", "unit", "first_day", "first_at", "first_value",
+    "last_at", "last_value", "days",
+)  # fmt: skip
+
+
+@dataclass(slots=True)
+class Summary:
+    meter_id: int
+    register: str
+    month: str
+    quantity: str
+    unit: str
+    first_day: int
+    first_at: datetime
+    first_value: Decimal | str  # text when folded from stored readings, Decimal when read back
+    last_at: datetime
+    last_value: Decimal | str
+    days: int
+
+    def merge(self, other: Summary) -> None:
+        """Fold ``other`` into this one (this one wins ties: it was stored first)."""
+        if other.first_day < self.first_day or (
+            other.first_day == self.first_day and other.first_at > self.first_at
+        ):
+            self.first_day, self.first_at, self.first_value = (
+                other.first_day,
+                other.first_at,
+                other.first_value,
+            )
+        if other.last_at > self.last_at:
+            self.last_at, self.last_value = other.last_at, other.last_value
+        self.days |= other.days
+
+    def row(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in _SUMMARY_COLUMNS}
+
+
+def _aware(at: datetime | str) -> datetime:
+    if isinstance(at, str):  # SQLite's stored text (naive UTC), as ingest binds it
+        at = datetime.fromisoformat(at)
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
+def summary_of(reading: tuple[Any, ...]) -> Summary:
+    """The summary of one ``(meter_id, register, read_at, quantity, unit, value)`` reading."""
+    meter_id, register, read_at, quantity, unit, value = reading
+    at = _aware(read_at)
+    text = format(value, "f") if isinstance(value, Decimal) else str(value)
+    return Summary(
+        meter_id, register, f"{at.year:04d}-{at.month:02d}", quantity, unit,
+        at.day, at, text, at, text, 1 << (at.day - 1),
+    )  # fmt: skip
+
+
+def fold(readings: Iterable[tuple[Any, ...]]) -> dict[tuple[int, str, str], Summary]:
+    """Summaries of ``(meter_id, register, read_at, quantity, unit, value)`` rows (candidates only)."""
+    out: dict[tuple[int, str, str], Summary] = {}
+    for reading in readings:
+        s = summary_of(reading)
+        key = (s.meter_id, s.register, s.month)
+        known = out.get(key)
+        if known is None:
+            out[key] = s
+        else:
+            known.merge(s)
+    return out
+
+
+def _upsert(dialect: str) -> Any:
+    t = ReadingMonth.__table__
+    stmt = sqlite.insert(t) if dialect == "sqlite" else postgresql.insert(t)
+    ex = stmt.excluded
+    earlier = or_(
+        ex.first_day < t.c.first_day, and_(ex.first_day == t.c.first_day, ex.first_at > t.c.first_at)
+    )
+    later = ex.last_at > t.c.last_at
+    return stmt.on_conflict_do_update(
+        index_elements=["meter_id", "register", "month"],
+        set_={
+            "first_day": case((earlier, ex.first_day), else_=t.c.first_day),
+            "first_at": case((earlier, ex.first_at), else_=t.c.first_at),
+            "first_value": case((earlier, ex.first_value), else_=t.c.first_value),
+            "last_at": case((later, ex.last_at), else_=t.c.last_at),
+            "last_value": case((later, ex.last_value), else_=t.c.last_value),
+            "days": t.c.days.op("|")(ex.days),
+        },
+    )
+
+
+READING_FIELDS = ("meter_id", "register", "read_at", "quantity", "unit", "function", "storage", "tariff",
+                  "subunit", "value")  # fmt: skip
+
+
+def note_sync(connection: Connection, rows: Sequence[Sequence[Any]], columns: str | Sequence[str]) -> None:
+    """Fold newly written readings into their month rows. ``rows`` are reading tuples with the
+    ``columns`` named (a list or ingest's comma-separated text; others than :data:`READING_FIELDS`
+    are ignored); ``read_at`` may be a datetime or SQLite's stored text."""
+    names = [c.strip() for c in columns.split(",")] if isinstance(columns, str) else list(columns)
+    meter, register, read_at, quantity, unit, function, storage, tariff, subunit, value = (
+        names.index(field) for field in READING_FIELDS
+    )
+    wanted = (
+        (r[meter], r[register], r[read_at], r[quantity], r[unit], r[value])
+        for r in rows
+        if r[storage] == 0
+        and r[tariff] == 0
+        and r[subunit] == 0
+        and r[function] == "instantaneous"
+        and (r[quantity], r[unit]) in CANDIDATES
+    )
+    summaries = fold(wanted)
+    if summaries:
+        connection.execute(_upsert(connection.dialect.name), [s.row() for s in summaries.values()])
+
+
+async def note_readings(
+    connection: AsyncConnection | AsyncSession,
+    rows: Sequence[Sequence[Any]],
+    columns: str | Sequence[str] = READING_FIELDS,
+) -> None:
+    """:func:`note_sync` from async code, in the caller's transaction."""
+    if isinstance(connection, AsyncSession):
+        await connection.run_sync(lambda s: note_sync(s.connection(), rows, columns))
+    else:
+        await connection.run_sync(note_sync, rows, columns)
+
+
+def _candidate_rows(connection: Connection, meter_ids: Sequence[int]) -> Iterable[tuple[Any, ...]]:
+    query = (
+        select(
+            Reading.meter_id,
+            Reading.register,
+            Reading.read_at,
+            Reading.quantity,
+            Reading.unit,
+            type_coerce(Reading.value, String),  # the stored text as it is: no Decimal round trip
+        )
+        .where(
+            Reading.meter_id.in_(list(meter_ids)),
+            Reading.storage == 0,
+            Reading.tariff == 0,
+            Reading.subunit == 0,
+            Reading.function == "instantaneous",
+            Reading.quantity.in_(_QUANTITIES),
+        )
+        .order_by(Reading.meter_id, Reading.register, Reading.read_at, Reading.id)
+    )
+    for row in connection.execute(query):
+        if (row[3], row[4]) in CANDIDATES:
+            yield tuple(row)
+
+
+def rebuild_sync(connection: Connection, meter_ids: Iterable[int] | None = None) -> int:
+    """Recompute the month rows of these meters (all meters: None) from their readings; row count."""
+    from central.models import Meter
+
+    if meter_ids is None:
+        connection.execute(delete(ReadingMonth))
+        ids = list(connection.execute(select(Meter.id).order_by(Meter.id)).scalars())
+    else:
+        ids = sorted(set(meter_ids))
+    written = 0
+    for start in range(0, len(ids), _METERS_PER_QUERY):
+        chunk = ids[start : start + _METERS_PER_QUERY]
+        if meter_ids is not None:
+            connection.execute(delete(ReadingMonth).where(ReadingMonth.meter_id.in_(chunk)))
+        rows = [s.row() for s in fold(_candidate_rows(connection, chunk)).values()]
+        if rows:
+            connection.execute(ReadingMonth.__table__.insert(), rows)
+        written += len(rows)
+    return written
+
+
+async def rebuild(session: AsyncSession | AsyncConnection, meter_ids: Iterable[int] | None = None) -> int:
+    """:func:`rebuild_sync` from async code, in the caller's transaction."""
+    ids = None if meter_ids is None else list(meter_ids)
+    if isinstance(session, AsyncSession):
+        return await session.run_sync(lambda s: rebuild_sync(s.connection(), ids))
+    return await session.run_sync(rebuild_sync, ids)
+
+
+async def month_rows(
+    session: AsyncSession, meter_ids: Sequence[int], first_month: str
+) -> dict[int, list[Summary]]:
+    """Each meter's month rows from ``first_month`` (YYYY-MM) on, oldest first (all registers)."""
+    out: dict[int, list[Summary]] = {}
+    t = ReadingMonth
+    for start in range(0, len(meter_ids), _METERS_PER_QUERY):
+        chunk = list(meter_ids[start : start + _METERS_PER_QUERY])
+        rows = await session.execute(
+            select(*(getattr(t, name) for name in _SUMMARY_COLUMNS))
+            .where(t.meter_id.in_(chunk), t.month >= first_month)
+            .order_by(t.meter_id, t.month)
+        )
+        for row in rows:
+            out.setdefault(row[0], []).append(Summary(*row))
+    return out
