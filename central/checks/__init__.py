@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from central.db import Database
@@ -57,6 +57,136 @@ class _FlagRecord:
     storage: int
 
 
+# A check run reads, for a chunk of meters at once, what nearly every rule looks at: the billing and
+# flow registers over the longest usual window (the own-history rule's nine weeks), the latest
+# read-outs and the last day's frames. One query per chunk instead of a dozen per meter; a rule whose
+# window reaches further back (parameter overrides) falls back to its own query.
+PREFETCH_SERIES = timedelta(days=64)
+PREFETCH_READOUT = timedelta(days=2)
+PREFETCH_FRAMES = timedelta(hours=24)
+_SERIES_QUANTITIES = ("energy", "volume", "flow")
+READOUT_COLUMNS = (
+    Reading.meter_id,
+    Reading.register,
+    Reading.read_at,
+    Reading.quantity,
+    Reading.function,
+    Reading.storage,
+    Reading.tariff,
+    Reading.subunit,
+    Reading.value,
+)
+
+_SeriesRow = tuple[str, str, str, datetime, Decimal, int | None]  # quantity, unit, register, at, value, frame
+
+
+@dataclass(slots=True)
+class ChunkData:
+    """Rows of a chunk of meters fetched together; each meter's part is read by its MeterContext."""
+
+    series_since: datetime
+    readout_since: datetime
+    frames_since: datetime
+    series: dict[int, list[_SeriesRow]] = field(default_factory=dict)  # oldest first
+    readings: dict[int, list[Any]] = field(default_factory=dict)  # READOUT_COLUMNS, newest first
+    reading_spans: dict[int, tuple[datetime | None, datetime | None]] = field(default_factory=dict)
+    related: dict[Any, list[tuple[Meter, MeterPoint]]] = field(default_factory=dict)  # by serial / point
+    telegrams: dict[int, list[tuple[datetime, bytes]]] = field(default_factory=dict)  # newest first
+    frames: dict[int, list[RawFrame]] = field(default_factory=dict)  # oldest first, own and unmatched
+    meters: frozenset[int] = frozenset()
+
+    @classmethod
+    async def fetch(cls, session: AsyncSession, meters: list[Meter], now: datetime) -> ChunkData:
+        ids = [m.id for m in meters]
+        data = cls(
+            series_since=now - PREFETCH_SERIES,
+            readout_since=now - PREFETCH_READOUT,
+            frames_since=now - PREFETCH_FRAMES,
+            meters=frozenset(ids),
+        )
+        rows = await session.execute(
+            select(
+                Reading.meter_id,
+                Reading.quantity,
+                Reading.unit,
+                Reading.register,
+                Reading.read_at,
+                Reading.value,
+                Reading.raw_frame_id,
+            )
+            .where(Reading.meter_id.in_(ids), Reading.read_at >= data.series_since)
+            .where(Reading.quantity.in_(_SERIES_QUANTITIES), Reading.function == "instantaneous")
+            .where(Reading.storage == 0, Reading.tariff == 0, Reading.subunit == 0)
+            .order_by(Reading.meter_id, Reading.read_at)
+        )
+        for meter_id, *row in rows.all():
+            data.series.setdefault(meter_id, []).append(tuple(row))  # type: ignore[arg-type]
+        # Only as far back as the oldest recent read-out of the chunk (a meter silent for longer
+        # reads its own); in a fleet read out together that is one read-out's rows.
+        recent = [
+            m.last_reading_at - READOUT_WINDOW
+            for m in meters
+            if m.last_reading_at is not None and m.last_reading_at - READOUT_WINDOW >= data.readout_since
+        ]
+        data.readout_since = min(recent, default=now)
+        readings = await session.execute(
+            select(*READOUT_COLUMNS)
+            .where(Reading.meter_id.in_(ids), Reading.storage == 0, Reading.read_at >= data.readout_since)
+            .order_by(Reading.read_at.desc(), Reading.id)
+        )
+        for r in readings.all():
+            data.readings.setdefault(r.meter_id, []).append(r)
+        spans = await session.execute(
+            select(
+                Meter.id,
+                select(func.min(Reading.read_at)).where(Reading.meter_id == Meter.id).scalar_subquery(),
+                select(func.max(Reading.read_at)).where(Reading.meter_id == Meter.id).scalar_subquery(),
+            ).where(Meter.id.in_(ids))
+        )
+        data.reading_spans = {meter_id: (first, last) for meter_id, first, last in spans.all()}
+        serials = {m.serial for m in meters}
+        points = {m.meter_point_id for m in meters if m.meter_point_id is not None}
+        related = await session.execute(
+            select(Meter, MeterPoint)
+            .join(MeterPoint, Meter.meter_point_id == MeterPoint.id)
+            .where(or_(Meter.serial.in_(serials), Meter.meter_point_id.in_(points)))
+        )
+        for other, point in related.all():
+            data.related.setdefault(("serial", other.serial), []).append((other, point))
+            data.related.setdefault(("point", other.meter_point_id), []).append((other, point))
+        telegrams = await session.execute(
+            select(RawFrame.meter_id, RawFrame.received_at, RawFrame.raw)
+            .where(RawFrame.meter_id.in_(ids), RawFrame.status == "ok", RawFrame.link == "mbus")
+            .where(RawFrame.received_at >= data.readout_since)
+            .order_by(RawFrame.received_at.desc())
+        )
+        for meter_id, received_at, raw in telegrams.all():
+            data.telegrams.setdefault(meter_id, []).append((received_at, raw))
+        by_address: dict[tuple[str, str], list[int]] = {}
+        for m in meters:
+            if m.bus and m.primary_address is not None:
+                by_address.setdefault((m.bus, str(m.primary_address)), []).append(m.id)
+        frames = await session.execute(
+            select(RawFrame)
+            .where(or_(RawFrame.meter_id.in_(ids), RawFrame.meter_id.is_(None)))
+            .where(RawFrame.received_at >= data.frames_since)
+            .order_by(RawFrame.received_at)
+        )
+        for f in frames.scalars():
+            owners = [f.meter_id] if f.meter_id is not None else by_address.get((f.port, f.address or ""), [])
+            for owner in owners:
+                data.frames.setdefault(owner, []).append(f)
+        return data
+
+    def related_to(self, meter: Meter) -> list[tuple[Meter, MeterPoint]]:
+        """Other meters with the meter's serial or on its meter point, each once."""
+        found = self.related.get(("serial", meter.serial), []) + self.related.get(
+            ("point", meter.meter_point_id), []
+        )
+        unique = {other.id: (other, point) for other, point in found if other.id != meter.id}
+        return list(unique.values())
+
+
 @dataclass(slots=True)
 class MeterContext:
     """What a meter rule may look at; queries are made on demand and cached."""
@@ -66,6 +196,10 @@ class MeterContext:
     apartment: Apartment | None
     now: datetime
     _cache: dict[Any, Any] = field(default_factory=dict)
+    chunk: ChunkData | None = None
+
+    def _chunk_has(self, since: datetime, fetched_since: datetime) -> bool:
+        return self.chunk is not None and self.meter.id in self.chunk.meters and since >= fetched_since
 
     async def series(
         self,
@@ -80,6 +214,21 @@ class MeterContext:
         key = ("series", quantity, unit, since, function)
         if key in self._cache:
             return self._cache[key]  # type: ignore[no-any-return]
+        if (
+            self.chunk is not None
+            and function == "instantaneous"
+            and quantity in _SERIES_QUANTITIES
+            and self._chunk_has(since, self.chunk.series_since)
+        ):
+            window = [
+                (reg, at, value, frame)
+                for q, u, reg, at, value, frame in self.chunk.series.get(self.meter.id, ())
+                if q == quantity and (unit is None or u == unit) and at >= since
+            ][-limit:]
+            shortest = min(({r[0] for r in window}), key=lambda reg: (len(reg), reg), default=None)
+            picked = [(at, value, frame) for reg, at, value, frame in window if reg == shortest]
+            self._cache[key] = picked
+            return picked
         query = select(Reading.register, Reading.read_at, Reading.value, Reading.raw_frame_id).where(
             Reading.meter_id == self.meter.id,
             Reading.quantity == quantity,
@@ -106,19 +255,28 @@ class MeterContext:
             return []
         return await self.series(main[0], main[1], since)
 
-    async def readout(self) -> list[Reading]:
-        """Current registers (storage 0) of the latest read-out, newest per register; a read-out may
-        span several telegrams received within a few minutes."""
+    async def readout(self) -> list[Any]:
+        """Current registers (storage 0) of the latest read-out, newest per register (rows of
+        ``READOUT_COLUMNS``); a read-out may span several telegrams received within a few minutes."""
         if "readout" not in self._cache:
-            latest: dict[str, Reading] = {}
-            if self.meter.last_reading_at is not None:
+            latest: dict[str, Any] = {}
+            last = self.meter.last_reading_at
+            if (
+                last is not None
+                and self.chunk is not None
+                and self._chunk_has(last - READOUT_WINDOW, self.chunk.readout_since)
+            ):
+                for r in self.chunk.readings.get(self.meter.id, ()):
+                    if r.read_at >= last - READOUT_WINDOW:
+                        latest.setdefault(r.register, r)
+            elif last is not None:
                 rows = await self.session.execute(
-                    select(Reading)
+                    select(*READOUT_COLUMNS)
                     .where(Reading.meter_id == self.meter.id, Reading.storage == 0)
-                    .where(Reading.read_at >= self.meter.last_reading_at - READOUT_WINDOW)
+                    .where(Reading.read_at >= last - READOUT_WINDOW)
                     .order_by(Reading.read_at.desc(), Reading.id)
                 )
-                for r in rows.scalars():
+                for r in rows.all():
                     latest.setdefault(r.register, r)
             self._cache["readout"] = sorted(latest.values(), key=lambda r: (len(r.register), r.register))
         return self._cache["readout"]  # type: ignore[no-any-return]
@@ -155,16 +313,28 @@ class MeterContext:
             if last is not None:
                 from protocols.mbus.application import decode_long_frame
 
-                rows = await self.session.execute(
-                    select(RawFrame.raw)
-                    .where(
-                        RawFrame.meter_id == self.meter.id, RawFrame.status == "ok", RawFrame.link == "mbus"
+                raws: list[bytes]
+                chunk = self.chunk
+                if chunk is not None and self._chunk_has(last - READOUT_WINDOW, chunk.readout_since):
+                    raws = [
+                        raw
+                        for at, raw in chunk.telegrams.get(self.meter.id, ())
+                        if at >= last - READOUT_WINDOW
+                    ][:8]
+                else:
+                    rows = await self.session.execute(
+                        select(RawFrame.raw)
+                        .where(
+                            RawFrame.meter_id == self.meter.id,
+                            RawFrame.status == "ok",
+                            RawFrame.link == "mbus",
+                        )
+                        .where(RawFrame.received_at >= last - READOUT_WINDOW)
+                        .order_by(RawFrame.received_at.desc())
+                        .limit(8)
                     )
-                    .where(RawFrame.received_at >= last - READOUT_WINDOW)
-                    .order_by(RawFrame.received_at.desc())
-                    .limit(8)
-                )
-                for raw in rows.scalars():
+                    raws = list(rows.scalars())
+                for raw in raws:
                     try:
                         telegrams.append(decode_long_frame(raw))
                     except Exception:  # decoded fine at ingest; after a decoder change a rule sees less
@@ -176,7 +346,12 @@ class MeterContext:
         """Frames of this meter, also failed ones matched by its bus and primary address."""
         key = ("frames", since)
         if key not in self._cache:
-            self._cache[key] = await self._frames_since(since)
+            chunk = self.chunk
+            if chunk is not None and self._chunk_has(since, chunk.frames_since):
+                own = chunk.frames.get(self.meter.id, ())
+                self._cache[key] = [f for f in own if f.received_at >= since]
+            else:
+                self._cache[key] = await self._frames_since(since)
         return self._cache[key]  # type: ignore[no-any-return]
 
     async def _frames_since(self, since: datetime) -> list[RawFrame]:
@@ -355,9 +530,11 @@ async def run_meter_checks(
                     )
                 ).scalars()
             }
-            for meter, apartment in rows.all():
+            pairs = rows.all()
+            data = await ChunkData.fetch(session, [m for m, _a in pairs], now)
+            for meter, apartment in pairs:
                 report.meters += 1
-                ctx = MeterContext(session, meter, apartment, now)
+                ctx = MeterContext(session, meter, apartment, now, chunk=data)
                 for r in selected:
                     if r.media is not None and meter.medium not in r.media:
                         continue

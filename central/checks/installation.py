@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, or_, select
@@ -33,6 +33,9 @@ async def installation_period(ctx: MeterContext, p: Mapping[str, Any]) -> Findin
         outside.append(Reading.read_at > meter.removed_at + tolerance)
     if not outside:
         return None
+    span = ctx.chunk.reading_spans.get(meter.id) if ctx.chunk is not None else None
+    if span is not None and (span[0] is None or _inside(meter, span[0], span[1], tolerance)):
+        return None  # the chunk's first and last readings lie inside: nothing to count
     count, first, last = (
         await ctx.session.execute(
             select(func.count(), func.min(Reading.read_at), func.max(Reading.read_at)).where(
@@ -54,6 +57,12 @@ async def installation_period(ctx: MeterContext, p: Mapping[str, Any]) -> Findin
     )
 
 
+def _inside(meter: Meter, first: datetime, last: datetime | None, tolerance: timedelta) -> bool:
+    after_installation = meter.installed_at is None or first >= meter.installed_at - tolerance
+    before_removal = meter.removed_at is None or last is None or last <= meter.removed_at + tolerance
+    return after_installation and before_removal
+
+
 def _overlap(a: Meter, b: Meter) -> bool:
     a_start, b_start = a.installed_at, b.installed_at
     a_end, b_end = a.removed_at, b.removed_at
@@ -71,15 +80,20 @@ async def double_installation(ctx: MeterContext, p: Mapping[str, Any]) -> Findin
     meter = ctx.meter
     if meter.meter_point_id is None:
         return None
-    rows = await ctx.session.execute(
-        select(Meter, MeterPoint)
-        .join(MeterPoint, Meter.meter_point_id == MeterPoint.id)
-        .where(Meter.id != meter.id)
-        .where(or_(Meter.serial == meter.serial, Meter.meter_point_id == meter.meter_point_id))
-    )
+    related: list[tuple[Meter, MeterPoint]]
+    if ctx.chunk is not None and meter.id in ctx.chunk.meters:
+        related = ctx.chunk.related_to(meter)
+    else:
+        rows = await ctx.session.execute(
+            select(Meter, MeterPoint)
+            .join(MeterPoint, Meter.meter_point_id == MeterPoint.id)
+            .where(Meter.id != meter.id)
+            .where(or_(Meter.serial == meter.serial, Meter.meter_point_id == meter.meter_point_id))
+        )
+        related = [(m, p) for m, p in rows.all()]
     own_apartment = ctx.apartment.id if ctx.apartment else None
     conflicts = []
-    for other, point in rows.all():
+    for other, point in related:
         if not _overlap(meter, other):
             continue
         if other.meter_point_id == meter.meter_point_id:

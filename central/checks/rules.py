@@ -191,7 +191,8 @@ async def _apartment_meter_moved(ctx: MeterContext, since: datetime) -> str | No
         )
     ).scalars()
     for other in others:
-        series = await MeterContext(ctx.session, other, ctx.apartment, ctx.now).main_series(since)
+        other_ctx = MeterContext(ctx.session, other, ctx.apartment, ctx.now, chunk=ctx.chunk)
+        series = await other_ctx.main_series(since)
         if len(series) >= 2 and series[-1][1] > series[0][1]:
             return other.serial
     return None
