@@ -8,11 +8,13 @@ resolution). Each boundary says which method gave it, so a billing basis can sho
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from central.checks import MAIN_REGISTER
@@ -63,6 +65,59 @@ async def _nearest(
     # The plain register (shortest DIF/VIF) when a pulse input or similar shares the quantity.
     best = min(rows, key=lambda r: (abs((r[0] - at).total_seconds()), len(r[2]), r[2]))
     return best[0], best[1], best[2]
+
+
+async def nearest_readings(
+    session: AsyncSession, meters: Sequence[Meter], at: datetime, *, after: bool, limit: timedelta
+) -> dict[int, tuple[datetime, Decimal, str]]:
+    """:func:`_nearest` for many meters in one query per billing register: each meter's reading of its
+    billing register nearest to ``at`` on one side within ``limit`` (the plain register on a tie)."""
+    groups: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for m in meters:
+        if (main := MAIN_REGISTER.get(m.medium)) is not None:
+            groups[main].append(m.id)
+    out: dict[int, tuple[datetime, Decimal, str]] = {}
+    window = (
+        and_(Reading.read_at >= at, Reading.read_at <= at + limit)
+        if after
+        else and_(Reading.read_at <= at, Reading.read_at >= at - limit)
+    )
+    order = Reading.read_at.asc() if after else Reading.read_at.desc()
+    for (quantity, unit), ids in groups.items():
+        for start in range(0, len(ids), 500):
+            ranked = (
+                select(
+                    Reading.meter_id,
+                    Reading.read_at,
+                    Reading.value,
+                    Reading.register,
+                    func.row_number()
+                    .over(
+                        partition_by=Reading.meter_id,
+                        order_by=(order, func.length(Reading.register), Reading.register),
+                    )
+                    .label("rank"),
+                )
+                .where(
+                    Reading.meter_id.in_(ids[start : start + 500]),
+                    Reading.quantity == quantity,
+                    Reading.unit == unit,
+                    Reading.storage == 0,
+                    Reading.tariff == 0,
+                    Reading.subunit == 0,
+                    Reading.function == "instantaneous",
+                    window,
+                )
+                .subquery()
+            )
+            rows = await session.execute(
+                select(ranked.c.meter_id, ranked.c.read_at, ranked.c.value, ranked.c.register).where(
+                    ranked.c.rank == 1
+                )
+            )
+            for meter_id, read_at, value, register in rows:
+                out[meter_id] = (read_at, value, register)
+    return out
 
 
 async def value_at(

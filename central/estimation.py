@@ -42,7 +42,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from central.checks import MAIN_REGISTER
-from central.consumption import interpolate
+from central.consumption import interpolate, nearest_readings
 from central.models import Apartment, Meter, MeterPoint, Reading
 
 METHODS = (
@@ -82,6 +82,18 @@ class EstimationLimits:
 
 
 DEFAULT_LIMITS = EstimationLimits()
+
+
+@dataclass(slots=True)
+class Prefetch:
+    """What :func:`property_consumption` read for all its points at once (a few queries instead of
+    several per point): the meters on each point and their nearest readings to each boundary, for
+    one period and interpolation gap. Anything else is still read when asked for."""
+
+    period: tuple[datetime, datetime]
+    gap: timedelta
+    meters: dict[int, list[Meter]] = field(default_factory=dict)
+    near: dict[tuple[int, datetime, bool], tuple[datetime, Decimal] | None] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -190,8 +202,16 @@ def _resolution(*values: Decimal | None, unit: str | None = None) -> Decimal:
 
 
 async def _near(
-    session: AsyncSession, meter: Meter, at: datetime, *, after: bool, limit: timedelta
+    session: AsyncSession,
+    meter: Meter,
+    at: datetime,
+    *,
+    after: bool,
+    limit: timedelta,
+    prefetch: Prefetch | None = None,
 ) -> tuple[datetime, Decimal] | None:
+    if prefetch is not None and limit == prefetch.gap and (meter.id, at, after) in prefetch.near:
+        return prefetch.near[meter.id, at, after]
     main = MAIN_REGISTER.get(meter.medium)
     if main is None:
         return None
@@ -225,15 +245,16 @@ async def boundary_value(
     limits: EstimationLimits = DEFAULT_LIMITS,
     *,
     side: str | None = None,
+    prefetch: Prefetch | None = None,
 ) -> Boundary:
     """The billing register's value at ``at``: measured, interpolated across a short gap, or - at an
     installation (``side="after"``) or removal (``side="before"``) instant - the meter's nearest
     reading on its own side within ``max_boundary_offset``."""
     gap = limits.max_interpolation_gap
-    before = await _near(session, meter, at, after=False, limit=gap)
+    before = await _near(session, meter, at, after=False, limit=gap, prefetch=prefetch)
     if before is not None and before[0] == at:
         return Boundary(at, before[1], "measured", [before[0]])
-    after = await _near(session, meter, at, after=True, limit=gap)
+    after = await _near(session, meter, at, after=True, limit=gap, prefetch=prefetch)
     if after is not None and after[0] == at:
         return Boundary(at, after[1], "measured", [after[0]])
     if before is not None and after is not None and after[0] - before[0] <= gap:
@@ -243,6 +264,13 @@ async def boundary_value(
     if own is not None and abs(own[0] - at) <= limits.max_boundary_offset:
         return Boundary(at, own[1], "installation", [own[0]])
     return Boundary(at, None, "missing")
+
+
+def _segment(meter: Meter, start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """The part of [start, end) the meter was installed for."""
+    seg_start = max(start, meter.installed_at) if meter.installed_at else start
+    seg_end = min(end, meter.removed_at) if meter.removed_at else end
+    return seg_start, seg_end
 
 
 async def _meters_on(session: AsyncSession, point_id: int, start: datetime, end: datetime) -> list[Meter]:
@@ -264,6 +292,7 @@ async def measured_consumption(
     end: datetime,
     *,
     limits: EstimationLimits = DEFAULT_LIMITS,
+    prefetch: Prefetch | None = None,
 ) -> PointConsumption:
     """The point's consumption from its own readings only; ``missing_fraction`` says how much of the
     period it could not cover (no meter installed, or a gap longer than the limits)."""
@@ -272,14 +301,17 @@ async def measured_consumption(
     covered = Decimal(0)
     known = Decimal(0)
     methods: list[str] = []
-    for meter in await _meters_on(session, point.id, start, end):
-        seg_start = max(start, meter.installed_at) if meter.installed_at else start
-        seg_end = min(end, meter.removed_at) if meter.removed_at else end
+    if prefetch is not None and prefetch.period == (start, end) and point.id in prefetch.meters:
+        meters = prefetch.meters[point.id]
+    else:
+        meters = await _meters_on(session, point.id, start, end)
+    for meter in meters:
+        seg_start, seg_end = _segment(meter, start, end)
         first = await boundary_value(
-            session, meter, seg_start, limits, side="after" if seg_start != start else None
+            session, meter, seg_start, limits, side="after" if seg_start != start else None, prefetch=prefetch
         )
         last = await boundary_value(
-            session, meter, seg_end, limits, side="before" if seg_end != end else None
+            session, meter, seg_end, limits, side="before" if seg_end != end else None, prefetch=prefetch
         )
         segment = Segment(meter, first, last)
         result.segments.append(segment)
@@ -305,6 +337,7 @@ async def _peers(
     *,
     limits: EstimationLimits,
     cache: dict[int, PointConsumption],
+    prefetch: Prefetch | None = None,
 ) -> list[tuple[Apartment, Decimal]]:
     """(apartment, consumption per m²) of the other measured apartment points of the same medium."""
     rows = await session.execute(
@@ -317,7 +350,9 @@ async def _peers(
     out = []
     for other, apt in rows.all():
         if other.id not in cache:
-            cache[other.id] = await measured_consumption(session, other, apt, start, end, limits=limits)
+            cache[other.id] = await measured_consumption(
+                session, other, apt, start, end, limits=limits, prefetch=prefetch
+            )
         amount = cache[other.id].measured_only
         if amount is not None and apt.area_m2 > 0:
             out.append((apt, amount / apt.area_m2))
@@ -332,13 +367,16 @@ async def point_consumption(
     limits: EstimationLimits = DEFAULT_LIMITS,
     *,
     cache: dict[int, PointConsumption] | None = None,
+    prefetch: Prefetch | None = None,
 ) -> PointConsumption:
     """The point's consumption over [start, end): measured where it can be, else estimated by the
     first of ``limits.fallbacks`` that works, for the missing part of the period only."""
     cache = {} if cache is None else cache
     apartment = await session.get(Apartment, point.apartment_id) if point.apartment_id else None
     if point.id not in cache:
-        cache[point.id] = await measured_consumption(session, point, apartment, start, end, limits=limits)
+        cache[point.id] = await measured_consumption(
+            session, point, apartment, start, end, limits=limits, prefetch=prefetch
+        )
     result = replace(cache[point.id], segments=list(cache[point.id].segments), basis={})
     if result.method in MEASURED_METHODS and result.missing_fraction == 0:
         return result
@@ -358,6 +396,7 @@ async def point_consumption(
             end=end,
             limits=limits,
             cache=cache,
+            prefetch=prefetch,
         )
         if full is None:
             continue
@@ -382,6 +421,7 @@ async def _fallback(
     end: datetime,
     limits: EstimationLimits,
     cache: dict[int, PointConsumption],
+    prefetch: Prefetch | None = None,
 ) -> tuple[Decimal | None, dict[str, Any]]:
     """The whole period's figure by one long-gap method, and what it was based on."""
     if method == "same_period_last_year":
@@ -395,7 +435,7 @@ async def _fallback(
         return scaled, {"period": [s, e], "consumption": format(amount, "f")}
     if apartment is None or apartment.area_m2 <= 0:
         return None, {}
-    peers = await _peers(session, point, start, end, limits=limits, cache=cache)
+    peers = await _peers(session, point, start, end, limits=limits, cache=cache, prefetch=prefetch)
     if method == "comparable_apartments":
         tolerance = limits.comparable_area_tolerance
         close = [
@@ -439,5 +479,57 @@ async def property_consumption(
     if apartment_id is not None:
         query = query.where(MeterPoint.apartment_id == apartment_id)
     points = list((await session.execute(query.order_by(MeterPoint.id))).scalars())
+    # Peers (estimates compare with the property's other apartments) span the whole property.
+    everything = await property_prefetch(session, property_id, start, end, limits)
     cache: dict[int, PointConsumption] = {}
-    return [await point_consumption(session, p, start, end, limits, cache=cache) for p in points]
+    return [
+        await point_consumption(session, p, start, end, limits, cache=cache, prefetch=everything.prefetch)
+        for p in points
+    ]
+
+
+@dataclass(slots=True)
+class _Loaded:
+    prefetch: Prefetch
+    # Held so the session's identity map (weak references) keeps them for ``session.get``.
+    apartments: list[Apartment]
+
+
+async def property_prefetch(
+    session: AsyncSession,
+    property_id: int,
+    start: datetime,
+    end: datetime,
+    limits: EstimationLimits = DEFAULT_LIMITS,
+) -> _Loaded:
+    """Everything the measured figures of a property's points need, in a few queries: apartments,
+    the meters installed in [start, end) on each point, and each meter's nearest readings on both
+    sides of its segment's boundaries."""
+    apartments = list(
+        (await session.execute(select(Apartment).where(Apartment.property_id == property_id))).scalars()
+    )
+    prefetch = Prefetch((start, end), limits.max_interpolation_gap)
+    rows = await session.execute(
+        select(Meter, MeterPoint.id)
+        .join(MeterPoint, Meter.meter_point_id == MeterPoint.id)
+        .where(MeterPoint.property_id == property_id)
+        .where(or_(Meter.installed_at.is_(None), Meter.installed_at < end))
+        .where(or_(Meter.removed_at.is_(None), Meter.removed_at > start))
+        .order_by(MeterPoint.id, Meter.installed_at, Meter.id)
+    )
+    point_ids = set(
+        (await session.execute(select(MeterPoint.id).where(MeterPoint.property_id == property_id))).scalars()
+    )
+    prefetch.meters = {pid: [] for pid in point_ids}
+    at_instant: dict[datetime, list[Meter]] = {}
+    for meter, point_id in rows.all():
+        prefetch.meters[point_id].append(meter)
+        for instant in _segment(meter, start, end):
+            at_instant.setdefault(instant, []).append(meter)
+    for instant, meters in at_instant.items():
+        for after in (False, True):
+            found = await nearest_readings(session, meters, instant, after=after, limit=prefetch.gap)
+            for m in meters:
+                hit = found.get(m.id)
+                prefetch.near[m.id, instant, after] = None if hit is None else (hit[0], hit[1])
+    return _Loaded(prefetch, apartments)
