@@ -137,6 +137,39 @@ def _redecode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rotate_keys(args: argparse.Namespace) -> int:
+    from central.db import Database
+    from central.keys import KeyFileError, RotationError, rotate_meter_keys
+
+    settings = _settings(args)
+    if not settings.meter_key_file.exists():
+        print(f"imd central rotate-keys: no meter key file at {settings.meter_key_file}", file=sys.stderr)
+        return 1
+
+    async def run() -> dict[str, Any]:
+        db = await Database.open(settings.effective_database_url)
+        try:
+            keep = not args.discard_retired
+            report = await rotate_meter_keys(db, settings.meter_key_file, keep_retired=keep)
+        finally:
+            await db.close()
+        return report.as_dict()
+
+    try:
+        report = asyncio.run(run())
+    except (KeyFileError, RotationError) as exc:
+        print(f"imd central rotate-keys: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(report, indent=2))
+    if report["retired_file"]:
+        print(
+            f"the old key is in {report['retired_file']}: keep it with the backups taken before now "
+            "(off this server), then delete it here",
+            file=sys.stderr,
+        )
+    return 0
+
+
 def _migrate(args: argparse.Namespace) -> int:
     from central.service import migrate_async
 
@@ -199,6 +232,21 @@ def register(sub: Any) -> None:
     red.add_argument("--collector", help="only this collector's frames")
     _db_args(red)
     red.set_defaults(func=_run(_redecode))
+
+    rot = csub.add_parser(
+        "rotate-keys",
+        help="re-encrypt every stored meter key under a new meter-key file (crash-safe)",
+        description="A new Fernet key goes first in the meter-key file, every stored key is re-encrypted "
+        "with it in small transactions, then the old keys leave the file (to <file>.retired-<time>, "
+        "for restoring older backups). A crash at any point leaves every key readable; run it again.",
+    )
+    rot.add_argument(
+        "--discard-retired",
+        action="store_true",
+        help="do not keep the old keys (backups taken before lose their keys)",
+    )
+    _db_args(rot)
+    rot.set_defaults(func=_run(_rotate_keys))
 
     mig = csub.add_parser("migrate", help="upgrade the database schema to the current version")
     _db_args(mig)
