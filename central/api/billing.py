@@ -13,6 +13,7 @@ and creates a new run with credit and re-bill lines. Every step writes the audit
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -715,7 +716,9 @@ async def approve_run(run_id: str, body: NoteIn, who: PrincipalDep, session: Ses
     return _run_view(stored.record, approved, lines=False)
 
 
-def _customers(run: BillingRun, apts: dict[str, Apartment], prop: Property) -> dict[str, Customer]:
+def _customers(
+    run: BillingRun, apts: dict[str, Apartment], prop: Property, names: Mapping[str, str]
+) -> dict[str, Customer]:
     out: dict[str, Customer] = {}
     for line in run.exportable():
         ref = line.tenant_ref or ""
@@ -724,7 +727,7 @@ def _customers(run: BillingRun, apts: dict[str, Apartment], prop: Property) -> d
         apt = apts.get(line.object_number)
         out[ref] = Customer(
             ref=ref,
-            name=ref,
+            name=names.get(ref) or ref,  # the tenancy register's name when it has one
             street=(apt.address if apt is not None and apt.address else prop.address) or prop.name,
             postal_code="",
             city=prop.city,
@@ -765,6 +768,7 @@ async def export_run(run_id: str, body: ExportIn, who: PrincipalDep, session: Se
         for a in (await session.execute(select(Apartment).where(Apartment.property_id == prop.id))).scalars()
     }
     apartment_ids = {k: a.id for k, a in apt_rows.items()}
+    ctx = await document_context(session, prop, body.language)
     invoicing_note = "not configured"
     if body.invoicing and settings is not None and settings.invoicing:
         cfg = json.loads(settings.invoicing)
@@ -780,14 +784,13 @@ async def export_run(run_id: str, body: ExportIn, who: PrincipalDep, session: Se
             seller_vat_number=cfg.get("seller_vat_number"),
             payment_terms_days=int(cfg.get("payment_terms_days", 30)),
         )
-        invoices = invoices_from_run(run, _customers(run, apt_rows, prop), inv_settings)
+        invoices = invoices_from_run(run, _customers(run, apt_rows, prop, ctx.tenant_names), inv_settings)
         items.append(("invoices", f"fakturor_{run_id}.csv", None, None, invoices_csv(invoices, inv_settings)))
         for number, xml in sorted(ubl_invoices(invoices, inv_settings).items()):
             items.append(("ubl", f"peppol_{run_id}_{number}.xml", None, None, xml))
         cfg["next_invoice_number"] = inv_settings.first_invoice_number + len(invoices)
         settings.invoicing = json.dumps(cfg, sort_keys=True)
         invoicing_note = f"{len(invoices)} invoices"
-    ctx = await document_context(session, prop, body.language)
     ctx = replace(ctx, comparisons=await comparisons_for(session, prop, run))
     docs = [*apartment_documents(run, ctx), property_summary_document(run, ctx)]
     items += document_items(docs)

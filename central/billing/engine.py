@@ -141,6 +141,16 @@ class _Piece:
 
 def _pieces(point: MeterPoint, cuts: list[date], price_cuts: set[date], run: _Run) -> list[_Piece] | Missing:
     s = run.inp.settings
+    if len(cuts) == 2:
+        # The common case: no move and no price change in the period, one piece between its ends.
+        used = consumption(
+            point, run.boundary(cuts[0]), run.boundary(cuts[1]), s.reading_decimals, s.max_extrapolation_days
+        )
+        return (
+            used
+            if isinstance(used, Missing)
+            else [_Piece(point, cuts[0], cuts[1], used.quantity, used, None)]
+        )
     instants: list[datetime | None] = []
     for i, day in enumerate(cuts):
         if i in (0, len(cuts) - 1) or day in price_cuts:
@@ -457,6 +467,9 @@ def _medium(
             got = _pieces(point, cuts, price_cuts, run)
             if isinstance(got, Missing):
                 missing[point.id] = got
+                continue
+            if len(apt_segs) == 1:
+                seg_pieces[apt_segs[0].key].extend(got)
                 continue
             for piece in got:
                 seg = next(g for g in apt_segs if g.start <= piece.start < g.end)

@@ -118,7 +118,9 @@ class _Rows:
         hi = inst.removed_at.astimezone(UTC) if inst.removed_at is not None else None
         keyed = []
         for r in inst.readings:
-            t = r.at.astimezone(UTC)
+            t = r.at
+            if t.tzinfo is not UTC:  # readings from the database are UTC already: no conversion
+                t = t.astimezone(UTC)
             if t >= lo and (hi is None or t <= hi):
                 keyed.append((t, r.id, r))
         if any(keyed[i][0] >= keyed[i + 1][0] for i in range(len(keyed) - 1)):

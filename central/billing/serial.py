@@ -67,7 +67,7 @@ _ENCODERS: dict[type, _Encoder] = {}
 def _encode(value: Any) -> str:
     enc = _ENCODERS.get(type(value))
     if enc is None:
-        enc = _ENCODERS[type(value)] = _encoder_for(type(value))
+        enc = _ENCODERS[type(value)] = _encoder_for(type(value), value)
     return enc(value)
 
 
@@ -78,7 +78,7 @@ def _encode_seq(v: list[Any] | tuple[Any, ...]) -> str:
     first = type(v[0])
     enc = _ENCODERS.get(first)
     if enc is None:
-        enc = _ENCODERS[first] = _encoder_for(first)
+        enc = _ENCODERS[first] = _encoder_for(first, v[0])
     return "[" + ",".join([enc(x) if type(x) is first else _encode(x) for x in v]) + "]"
 
 
@@ -87,27 +87,49 @@ def _encode_dict(v: dict[Any, Any]) -> str:
     return "{" + ",".join([_quote(k) + ":" + _encode(x) for k, x in items]) + "}"
 
 
-def _dataclass_encoder(cls: type) -> _Encoder:
-    """An encoder written for ``cls``'s fields (sorted, as sort_keys would) as one expression, with
-    the common field types (str, Decimal, datetime, None) inlined: a run hashes every reading."""
+def _field_code(name: str, sample: Any, scope: dict[str, Any]) -> str:
+    """The expression writing field ``name`` of ``v``: a first branch for the type the field had in
+    the first value seen (one type test on the hot path), then ``e`` - the general encoder, which
+    writes every type exactly as that branch would - for anything else."""
+    x = f"(x := v.{name})"
+    t = type(getattr(sample, name)) if sample is not None else None
+    if t is str:
+        return f"(q(x) if type({x}) is str else e(x))"
+    if t is Decimal:
+        return f"('\"' + x.__format__('f') + '\"' if type({x}) is D else e(x))"
+    if t is datetime or t is date:
+        key = "DT" if t is datetime else "DA"
+        return f"('\"' + x.isoformat() + '\"' if type({x}) is {key} else e(x))"
+    if t is type(None):
+        return f"('null' if {x} is None else e(x))"
+    if t is tuple:
+        return f"(s(x) if type({x}) is tuple else e(x))"
+    if t is not None and issubclass(t, Enum):
+        # Enum members are singletons: their text looked up by identity-hash, no call.
+        table = f"E{len(scope)}"
+        scope[table] = {member: _encode(member.value) for member in t}
+        scope[table + "t"] = t
+        return f"({table}[x] if type({x}) is {table}t else e(x))"
+    return f"e({x})"
+
+
+def _dataclass_encoder(cls: type, sample: Any = None) -> _Encoder:
+    """An encoder written for ``cls``'s fields (sorted, as sort_keys would) as one expression: a run
+    hashes every reading, so each field costs one type test for its usual type (``_field_code``)."""
+    scope: dict[str, Any] = {
+        "q": _quote, "D": Decimal, "DT": datetime, "DA": date, "e": _encode, "s": _encode_seq,
+    }  # fmt: skip
     parts = []
     for i, name in enumerate(sorted(_field_names(cls))):
         key = ("{" if i == 0 else ",") + _quote(name) + ":"
-        x = f"v.{name}"
-        parts.append(
-            f"{key!r} + (q(x) if (t := type(x := {x})) is str"
-            " else '\"' + x.__format__('f') + '\"' if t is D"
-            " else '\"' + x.isoformat() + '\"' if t is DT"
-            " else 'null' if x is None else e(x))"
-        )
+        parts.append(f"{key!r} + {_field_code(name, sample, scope)}")
     body = " + ".join(parts) + " + '}'" if parts else "'{}'"
-    scope: dict[str, Any] = {"q": _quote, "D": Decimal, "DT": datetime, "e": _encode}
     exec(f"def enc(v):\n    return {body}\n", scope)  # noqa: S102 - our own code from field names
     enc: _Encoder = scope["enc"]
     return enc
 
 
-def _encoder_for(cls: type) -> _Encoder:
+def _encoder_for(cls: type, sample: Any = None) -> _Encoder:
     if cls is bool:
         return lambda v: "true" if v else "false"
     if cls is type(None):
@@ -124,7 +146,7 @@ def _encoder_for(cls: type) -> _Encoder:
     if issubclass(cls, date):  # datetime too
         return lambda v: _quote(v.isoformat())
     if dataclasses.is_dataclass(cls):
-        return _dataclass_encoder(cls)
+        return _dataclass_encoder(cls, sample)
     if issubclass(cls, list | tuple):
         return _encode_seq
     if issubclass(cls, dict):
