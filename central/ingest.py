@@ -39,8 +39,6 @@ from central.models import (
     UTCDateTime,
     utcnow,
 )
-from central.reading_months import note_readings
-from central.reading_months import rebuild as rebuild_months
 from protocols.errors import MessageError, ProtocolError
 from protocols.mbus.application import Record as _Record
 from protocols.messages import (
@@ -286,8 +284,10 @@ _FRAME_COLUMNS = (
     "collector_id, sequence, received_at, ingested_at, link, port, address, rssi, raw, "
     "collector_status, status, reason, meter_id, decoded_at"
 )
+# The ids first: the decoded part of a row (from the register on) is made before the transaction
+# knows the ids, and a row is then ``(meter_id, raw_frame_id) + tail``.
 _READING_COLUMNS = (
-    "meter_id, register, read_at, quantity, unit, function, storage, tariff, subunit, value, raw_frame_id"
+    "meter_id, raw_frame_id, register, read_at, quantity, unit, function, storage, tariff, subunit, value"
 )
 _SQLITE_FRAMES_PER_STATEMENT = 1000  # 14 parameters each, under SQLite's 32,766 limit
 
@@ -301,8 +301,8 @@ _PG_INSERT_FRAMES = (
 )
 _PG_INSERT_READINGS = (
     f"INSERT INTO reading ({_READING_COLUMNS}) SELECT * FROM unnest("
-    "$1::int[], $2::varchar[], $3::timestamptz[], $4::varchar[], $5::varchar[], $6::varchar[], "
-    "$7::int[], $8::int[], $9::int[], $10::varchar[], $11::bigint[]) "
+    "$1::int[], $2::bigint[], $3::varchar[], $4::timestamptz[], $5::varchar[], $6::varchar[], "
+    "$7::varchar[], $8::int[], $9::int[], $10::int[], $11::varchar[]) "
     "ON CONFLICT (meter_id, register, read_at) DO NOTHING"
 )
 _PG_ADVANCE_METERS = (
@@ -323,25 +323,13 @@ _SQLITE_ADVANCE_METERS = (
 class _RowWriter:
     """The hot path's statements as driver SQL with plain tuples: no per-row SQLAlchemy work.
 
-    Values are bound exactly as the ORM types would bind them: timestamps through
-    :class:`central.models.UTCDateTime`'s own bind processor (memoised: a readout shares one time),
-    register values as the exact decimal text :class:`central.models.ExactDecimal` stores.
+    Values arrive bound exactly as the ORM types would bind them (see :func:`_time_binder` and
+    :func:`_reading_tails`).
     """
 
     def __init__(self, db: Database, connection: Any) -> None:
         self.connection = connection
         self.sqlite = db.is_sqlite
-        bind = UTCDateTime().bind_processor(connection.dialect)
-        assert bind is not None
-        memo: dict[datetime, Any] = {}
-
-        def time(value: datetime) -> Any:
-            bound = memo.get(value)
-            if bound is None:
-                bound = memo[value] = bind(value)
-            return bound
-
-        self.time = time
 
     async def insert_frames(self, rows: Sequence[tuple[Any, ...]]) -> dict[tuple[str, int], int]:
         """Insert raw frames, skipping (collector, sequence) already stored; the new ids by key."""
@@ -368,7 +356,6 @@ class _RowWriter:
             await self.connection.exec_driver_sql(_SQLITE_INSERT_READINGS, list(rows))
         else:
             await self.connection.exec_driver_sql(_PG_INSERT_READINGS, _columns(rows, 11))
-        await note_readings(self.connection, rows, _READING_COLUMNS)  # month summaries, same transaction
 
     async def advance_meters(self, rows: Sequence[tuple[Any, ...]]) -> None:
         if self.sqlite:
@@ -383,14 +370,26 @@ def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> tuple[list[Any], ..
     return tuple(list(column) for column in zip(*rows, strict=True))
 
 
-def _append_reading_tuples(
-    out: list[tuple[Any, ...]], meter_id: int, raw_frame_id: int, read_at: Any, records: Iterable[Any]
-) -> None:
-    """Reading rows as tuples in ``_READING_COLUMNS`` order; same values as :func:`reading_rows`.
+def _time_binder(db: Database) -> Callable[[datetime], Any]:
+    """Timestamps bound as :class:`central.models.UTCDateTime` binds them, memoised: the frames of a
+    readout share one time. One binder per group, so the memo never outgrows a group."""
+    bind = UTCDateTime().bind_processor(db.engine.dialect)
+    assert bind is not None
+    memo: dict[datetime, Any] = {}
 
-    The hot loop of ingest (ten-odd records per frame): the decoder's own ``Record`` already has
-    the right types, so it skips the conversions :func:`reading_rows` makes for anything else.
-    """
+    def stamp(value: datetime) -> Any:
+        bound = memo.get(value)
+        if bound is None:
+            bound = memo[value] = bind(value)
+        return bound
+
+    return stamp
+
+
+def _reading_tails(read_at: Any, records: Iterable[Any]) -> tuple[tuple[Any, ...], ...]:
+    """The rows of one frame's numeric records from ``register`` on (``_READING_COLUMNS`` order);
+    same values as :func:`reading_rows`, the ids are put in front once they are known."""
+    tails: list[tuple[Any, ...]] = []
     for record in records:
         value = record.value
         kind = type(value)
@@ -401,10 +400,9 @@ def _append_reading_tuples(
             value = numeric_value(value)
             if value is None:
                 continue
-        if type(record) is _Record:
-            out.append(
+        if type(record) is _Record:  # the decoder's own records: the types are right already
+            tails.append(
                 (
-                    meter_id,
                     record.dif_vif.hex(),
                     read_at,
                     record.quantity[:64],
@@ -414,13 +412,11 @@ def _append_reading_tuples(
                     record.tariff,
                     record.subunit,
                     str(value),  # what ExactDecimal stores; str(int) == str(Decimal(int))
-                    raw_frame_id,
                 )
             )
             continue
-        out.append(
+        tails.append(
             (
-                meter_id,
                 bytes(record.dif_vif).hex(),
                 read_at,
                 str(record.quantity)[:64],
@@ -430,9 +426,27 @@ def _append_reading_tuples(
                 int(record.tariff),
                 int(record.subunit),
                 str(Decimal(value)),
-                raw_frame_id,
             )
         )
+    return tuple(tails)
+
+
+@dataclass(slots=True)
+class PreparedGroup:
+    """A run of messages parsed and decoded, ready for its one transaction.
+
+    Everything here is CPU work that needs no transaction, so :class:`MqttIngest` prepares the next
+    group while the previous one is being written and committed.
+    """
+
+    batches: list[FrameBatch]
+    rejects: list[tuple[str, bytes, str]]
+    results: list[BatchResult]
+    # first occurrence of each (collector, sequence): (batch index, frame, raw bytes)
+    frames: list[tuple[int, FrameMessage, bytes]]
+    decoded: list[DecodedFrame]
+    tails: list[tuple[tuple[Any, ...], ...]]  # per frame, see _reading_tails
+    stamp: Callable[[datetime], Any]
 
 
 def _reading_insert(db: Database) -> Any:
@@ -472,6 +486,15 @@ class IngestProcessor:
         upsert) keep their own small transactions. Raises only when the database fails; then
         nothing of the frame batches was committed and the whole run may be retried.
         """
+        prepared = await self.prepare(messages)
+        if prepared is not None:
+            await self.store(prepared)
+
+    async def prepare(self, messages: Sequence[tuple[str, bytes]]) -> PreparedGroup | None:
+        """First half of :meth:`handle_many`: parse, decode; None when there is nothing to store.
+
+        Statuses and command results are stored here already (their own transactions).
+        """
         batches: list[FrameBatch] = []
         rejects: list[tuple[str, bytes, str]] = []
         for topic, payload in messages:
@@ -493,8 +516,12 @@ class IngestProcessor:
                 log.warning("rejected message on %s: %s", topic[:200], str(exc)[:MAX_REASON])
                 rejects.append((topic, payload, str(exc)))
         if not batches and not rejects:
-            return
-        results = await self.ingest_batches(batches, rejects)
+            return None
+        return await self.prepare_batches(batches, rejects)
+
+    async def store(self, prepared: PreparedGroup) -> None:
+        """Second half of :meth:`handle_many`: the transaction, then the after-batch hooks."""
+        results = await self.commit(prepared)
         for result in results:
             for hook in self.after_batch:
                 try:
@@ -614,22 +641,15 @@ class IngestProcessor:
         idempotent: (collector, sequence) and (meter, register, read_at) are unique, conflicts are
         skipped, and a frame repeated inside the group is stored once.
         """
-        try:
-            return await self._ingest_group(batches, rejects)
-        except BaseException:
-            # A cached id may be stale (a meter or collector deleted meanwhile): forget them all,
-            # the retry looks them up again.
-            self._meter_ids.clear()
-            self._collectors.clear()
-            raise
+        return await self.commit(await self.prepare_batches(batches, rejects))
 
-    async def _ingest_group(
-        self, batches: Sequence[FrameBatch], rejects: Sequence[tuple[str, bytes, str]]
-    ) -> list[BatchResult]:
+    async def prepare_batches(
+        self, batches: Sequence[FrameBatch], rejects: Sequence[tuple[str, bytes, str]] = ()
+    ) -> PreparedGroup:
+        """Deduplicate the group's frames and decode them, outside any write transaction."""
         results = [BatchResult(b.collector) for b in batches]
-        now = utcnow()
         # Frames of the group, first occurrence of each (collector, sequence) only.
-        frames: list[tuple[int, FrameMessage]] = []
+        frames: list[tuple[int, FrameMessage, bytes]] = []
         seen: set[tuple[str, int]] = set()
         for index, batch in enumerate(batches):
             for frame in batch.frames:
@@ -638,18 +658,46 @@ class IngestProcessor:
                     results[index].frames_duplicate += 1
                     continue
                 seen.add(key)
-                frames.append((index, frame))
+                frames.append((index, frame, frame.raw_bytes))
+        wireless = [raw for _, f, raw in frames if f.link is LinkKind.WMBUS and raw]
+        keys: Mapping[str, bytes] = {}
+        if wireless and self.keybox is not None:
+            async with self.db.sessions() as session:
+                keys = await self._keys_for(session, wireless)
+        stamp = _time_binder(self.db)
+        decoded: list[DecodedFrame] = []
+        tails: list[tuple[tuple[Any, ...], ...]] = []
+        for _, frame, raw in frames:
+            d = self._decode(frame, keys, raw)
+            decoded.append(d)
+            tails.append(_reading_tails(stamp(frame.received_at), d.records) if d.status == "ok" else ())
+        return PreparedGroup(list(batches), list(rejects), results, frames, decoded, tails, stamp)
+
+    async def commit(self, prepared: PreparedGroup) -> list[BatchResult]:
+        """Store a prepared group in ONE transaction; the group's results (also added to stats)."""
+        try:
+            return await self._ingest_group(prepared)
+        except BaseException:
+            # A cached id may be stale (a meter or collector deleted meanwhile): forget them all,
+            # the retry looks them up again.
+            self._meter_ids.clear()
+            self._collectors.clear()
+            raise
+
+    async def _ingest_group(self, prepared: PreparedGroup) -> list[BatchResult]:
+        batches, rejects = prepared.batches, prepared.rejects
+        frames, decoded = prepared.frames, prepared.decoded
+        # A retried group starts from the counts of its preparation, not of the failed attempt.
+        results = [BatchResult(r.collector, frames_duplicate=r.frames_duplicate) for r in prepared.results]
+        now = utcnow()
+        stamp = prepared.stamp
         async with self.db.sessions.begin() as session:
-            wireless = [f.raw_bytes for _, f in frames if f.link is LinkKind.WMBUS and f.raw]
-            keys = await self._keys_for(session, wireless) if wireless else {}
-            decoded = [self._decode(frame, keys) for _, frame in frames]
             await self._ensure_collectors(session, {b.collector for b in batches})
             meter_ids = await self._meter_ids_for(session, decoded)
             writer = _RowWriter(self.db, await session.connection())
-            stamp = writer.time
             now_bound = stamp(now)
             frame_rows: list[tuple[Any, ...]] = []
-            for (index, frame), d in zip(frames, decoded, strict=True):
+            for (index, frame, raw), d in zip(frames, decoded, strict=True):
                 frame_rows.append(
                     (
                         batches[index].collector,
@@ -660,7 +708,7 @@ class IngestProcessor:
                         frame.port,
                         frame.address,
                         frame.rssi,
-                        frame.raw_bytes,
+                        raw,
                         frame.status.value,
                         d.status,
                         d.reason,
@@ -671,7 +719,7 @@ class IngestProcessor:
             inserted = await writer.insert_frames(frame_rows)
             reading_batch: list[tuple[Any, ...]] = []
             latest: dict[int, tuple[datetime, int, int | None]] = {}
-            for (index, frame), d in zip(frames, decoded, strict=True):
+            for (index, frame, _raw), d, tails in zip(frames, decoded, prepared.tails, strict=True):
                 result = results[index]
                 raw_id = inserted.get((result.collector, frame.sequence))
                 if raw_id is None:
@@ -685,9 +733,9 @@ class IngestProcessor:
                 meter_id = meter_ids.get((d.serial or "", d.manufacturer or ""))
                 if meter_id is None:
                     continue
-                before = len(reading_batch)
-                _append_reading_tuples(reading_batch, meter_id, raw_id, stamp(frame.received_at), d.records)
-                result.readings += len(reading_batch) - before
+                ids = (meter_id, raw_id)
+                reading_batch.extend([ids + tail for tail in tails])
+                result.readings += len(tails)
                 result.meter_ids.add(meter_id)
                 previous = latest.get(meter_id)
                 if previous is None or frame.received_at >= previous[0]:
@@ -789,14 +837,14 @@ class IngestProcessor:
             return decode_wmbus_frame(raw, keys, self._formats)
         return decode_frame(raw, self._decoder)
 
-    def _decode(self, frame: FrameMessage, keys: Mapping[str, bytes]) -> DecodedFrame:
+    def _decode(self, frame: FrameMessage, keys: Mapping[str, bytes], raw: bytes) -> DecodedFrame:
         if frame.status is FrameStatus.NO_ANSWER:
             return DecodedFrame("no_answer", frame.reason or "no answer")
         if frame.status is FrameStatus.FAILED:
             return DecodedFrame("failed", f"collector: {frame.reason or 'invalid frame'}"[:MAX_REASON])
-        if not frame.raw:
+        if not raw:
             return DecodedFrame("failed", "empty frame")
-        return self.decode_raw(frame.link.value, frame.raw_bytes, keys)
+        return self.decode_raw(frame.link.value, raw, keys)
 
 
 async def redecode(
@@ -829,7 +877,6 @@ async def redecode(
             decoded = [processor.decode_raw(f.link, f.raw, keys) for f in frames]
             meters = await processor._meters_for(session, decoded)
             now = utcnow()
-            touched = {f.meter_id for f in frames if f.meter_id is not None}
             for frame, d in zip(frames, decoded, strict=True):
                 counts["frames"] += 1
                 await session.execute(delete(Reading).where(Reading.raw_frame_id == frame.id))
@@ -842,7 +889,6 @@ async def redecode(
                     counts["failed" if d.status != "ok" else "ok"] += 1
                     continue
                 counts["ok"] += 1
-                touched.add(meter.id)
                 rows = reading_rows(meter.id, frame.id, frame.received_at, d.records)
                 if rows:
                     await session.execute(_reading_insert(db), rows)
@@ -857,7 +903,6 @@ async def redecode(
                         last_raw_frame_id=frame.id,
                     )
                 )
-            await rebuild_months(session, touched)  # readings were deleted and rewritten
     return counts
 
 
@@ -874,6 +919,7 @@ class MqttIngest:
         collectors: Sequence[str] | None = None,
         persistent_session: bool = True,
         max_group: int = 64,
+        subscribe: bool = True,
     ) -> None:
         self.processor = processor
         # Messages stored per transaction at most. The broker bounds it as well: it keeps at most
@@ -885,7 +931,9 @@ class MqttIngest:
         self.url = parse_mqtt_url(mqtt_url)
         self.client_id = client_id
         self.persistent_session = persistent_session
-        self.subscriptions = self.topics(shared_subscription, collectors)
+        # subscribe=False: a connection that only publishes commands to collectors (an API-only
+        # process, ``imd central serve --no-ingest``); it receives nothing, so it stores nothing.
+        self.subscriptions = self.topics(shared_subscription, collectors) if subscribe else []
         self.connected = asyncio.Event()
         self.subscribed = asyncio.Event()
         self._queue: asyncio.Queue[tuple[int, int, str, bytes]] = asyncio.Queue()
@@ -931,7 +979,8 @@ class MqttIngest:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         self._client = client
-        self._worker = asyncio.create_task(self._work(), name="ingest-worker")
+        if self.subscriptions:
+            self._worker = asyncio.create_task(self._work(), name="ingest-worker")
         # connect_async + loop_start: a broker that is not up yet is retried by paho's thread.
         client.connect_async(self.url.host, self.url.port, keepalive=30)
         client.loop_start()
@@ -978,8 +1027,9 @@ class MqttIngest:
         if reason_code.is_failure:
             log.error("broker refused ingest connection: %s", reason_code)
             return
-        _result, mid = client.subscribe([(topic, 1) for topic in self.subscriptions])
-        self._pending_subs.add(mid)
+        if self.subscriptions:
+            _result, mid = client.subscribe([(topic, 1) for topic in self.subscriptions])
+            self._pending_subs.add(mid)
         self._call(self.connected.set)
 
     def _on_subscribe(self, _client: Any, _userdata: Any, mid: int, reason_codes: Any, _props: Any) -> None:
@@ -1001,15 +1051,40 @@ class MqttIngest:
         self._call(self._queue.put_nowait, (message.mid, message.qos, message.topic, bytes(message.payload)))
 
     # --- asyncio side ------------------------------------------------------------------------
+    # Two stages with at most one group between them: while group N is written and committed (the
+    # database's own work and the fsync run in the driver's thread or the server), group N+1 is
+    # parsed and decoded here. Groups are committed, and then acknowledged, in receipt order.
     async def _work(self) -> None:
         queue = self._queue
+        handoff: asyncio.Queue[tuple[list[tuple[int, int, str, bytes]], PreparedGroup | None, bool]]
+        handoff = asyncio.Queue(maxsize=1)
+        writer = asyncio.create_task(self._write(handoff), name="ingest-writer")
+        try:
+            while True:
+                group = [await queue.get()]
+                # Whatever else has arrived meanwhile goes into the same transaction: under load the
+                # groups grow by themselves, when idle a message is stored alone without waiting.
+                while len(group) < self.max_group and not queue.empty():
+                    group.append(queue.get_nowait())
+                try:
+                    prepared, ok = await self.processor.prepare([(t, p) for _m, _q, t, p in group]), True
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("preparing %d messages failed; storing them one by one", len(group))
+                    prepared, ok = None, False
+                await handoff.put((group, prepared, ok))
+        finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+
+    async def _write(
+        self, handoff: asyncio.Queue[tuple[list[tuple[int, int, str, bytes]], PreparedGroup | None, bool]]
+    ) -> None:
         while True:
-            group = [await queue.get()]
-            # Whatever else has arrived meanwhile goes into the same transaction: under load the
-            # groups grow by themselves, when idle a message is stored alone without waiting.
-            while len(group) < self.max_group and not queue.empty():
-                group.append(queue.get_nowait())
-            await self._store(group)
+            group, prepared, ok = await handoff.get()
+            await self._store(group, prepared, ok)
             committed = time.time()
             client = self._client
             # Only now, after the commit, does the broker hear that we have them; in receipt order.
@@ -1020,11 +1095,14 @@ class MqttIngest:
             if self.on_committed is not None:
                 self.on_committed([(topic, payload) for _mid, _qos, topic, payload in group], committed)
 
-    async def _store(self, group: Sequence[tuple[int, int, str, bytes]]) -> None:
-        messages = [(topic, payload) for _mid, _qos, topic, payload in group]
-        if len(messages) > 1:
+    async def _store(
+        self, group: Sequence[tuple[int, int, str, bytes]], prepared: PreparedGroup | None, ok: bool
+    ) -> None:
+        if ok:
+            if prepared is None:
+                return  # statuses and command results only: stored while preparing
             try:
-                await self.processor.handle_many(messages)
+                await self.processor.store(prepared)
                 return
             except asyncio.CancelledError:
                 raise
@@ -1032,15 +1110,15 @@ class MqttIngest:
                 # One message may be what fails (or the database is down): store them one by one
                 # so that the others are not held back by it.
                 log.exception("ingest of %d messages in one transaction failed; one by one now", len(group))
-        for message in messages:
+        for _mid, _qos, topic, payload in group:
             while True:
                 try:
-                    await self.processor.handle_many([message])
+                    await self.processor.handle_many([(topic, payload)])
                     break
                 except asyncio.CancelledError:
                     raise
                 except Exception:
                     # The database is unavailable or similar: do not ack, retry - the broker keeps
                     # the message until we do.
-                    log.exception("ingest of a message on %s failed; retrying", message[0][:200])
+                    log.exception("ingest of a message on %s failed; retrying", topic[:200])
                     await asyncio.sleep(1.0)

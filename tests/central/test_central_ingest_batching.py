@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -14,7 +13,7 @@ from sqlalchemy import func, select
 from test_central_ingest_mqtt import broker_version, eventually, publish, publisher
 
 from central.db import Database
-from central.ingest import IngestProcessor, MqttIngest, decode_frame, numeric_value
+from central.ingest import IngestProcessor, MqttIngest, PreparedGroup, decode_frame, numeric_value
 from central.models import Collector, Meter, RawFrame, Reading, RejectedMessage
 from protocols.messages import FrameBatch, FrameMessage, encode, frames_topic
 
@@ -105,8 +104,8 @@ class _DiesAfterCommit(IngestProcessor):
         super().__init__(db)
         self.committed = asyncio.Event()
 
-    async def handle_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
-        await super().handle_many(messages)
+    async def store(self, prepared: PreparedGroup) -> None:
+        await super().store(prepared)
         self.committed.set()
         await asyncio.Event().wait()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from central.api.app import create_app
 from central.config import Settings
 from central.db import Database
-from central.ingest import IngestProcessor, MqttIngest
+from central.ingest import IngestProcessor, MqttIngest, PreparedGroup
 from central.models import RawFrame, Reading, RejectedMessage
 from protocols.messages import (
     CollectorState,
@@ -124,7 +124,8 @@ class _CrashingProcessor(IngestProcessor):
         super().__init__(db)
         self.received = asyncio.Event()
 
-    async def handle_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
+    # MqttIngest prepares (parses, decodes) a group and then stores it: the crash is in the store.
+    async def store(self, prepared: PreparedGroup) -> None:
         self.received.set()
         await asyncio.Event().wait()
 
