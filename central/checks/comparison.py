@@ -154,6 +154,15 @@ async def _building_per_m2(
     return out
 
 
+def _quantile(values: list[Decimal], q: float) -> Decimal:
+    """The ``q`` quantile of ``values`` (linear between the two nearest ranks)."""
+    ordered = sorted(values)
+    pos = Decimal(str(q)) * (len(ordered) - 1)
+    low = int(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
 @rule(
     "consumption_vs_building",
     severity="warning",
@@ -161,6 +170,7 @@ async def _building_per_m2(
     params={
         "days": 14.0,
         "min_peers": 5,
+        "high_quantile": 0.75,
         "high_factor": "4",
         "low_factor": "0.1",
         "coverage": 0.8,
@@ -173,10 +183,13 @@ async def _building_per_m2(
     },
 )
 async def consumption_vs_building(ctx: MeterContext, p: Mapping[str, Any]) -> Finding | None:
-    """An apartment meter's consumption per m² over the last `days` far above (`high_factor` x the
-    median, warning) or below (`low_factor` x, info) the median per m² of the building's apartment
-    meters of the same medium (at least `min_peers` others with `coverage` of readings; a median below
-    `min_median_per_m2`, e.g. heat in summer, is not judged)."""
+    """An apartment meter's consumption per m² over the last `days` far above (`high_factor` x, warning)
+    the building's upper quartile (`high_quantile`) or below (`low_factor` x, info) the median per m² of
+    the building's apartment meters of the same medium (at least `min_peers` others with `coverage` of
+    readings; a median below `min_median_per_m2`, e.g. heat in summer, is not judged). High use is
+    measured against the upper quartile rather than the median because in July and at Christmas half
+    a building may be away: the median then falls to what empty flats use, and every household at
+    home would look like a leak."""
     if ctx.apartment is None or ctx.apartment.area_m2 <= 0:
         return None
     per_m2 = await _building_per_m2(ctx, ctx.apartment.building_id, float(p["days"]), float(p["coverage"]))
@@ -194,9 +207,15 @@ async def consumption_vs_building(ctx: MeterContext, p: Mapping[str, Any]) -> Fi
         "peers": len(peers),
         "area_m2": str(ctx.apartment.area_m2),
     }
+    upper = _quantile(peers, float(p.get("high_quantile", 0.5)))
+    evidence["building_upper_per_m2"] = format(upper.normalize(), "f")
+    if upper > 0 and own / upper > Decimal(str(p["high_factor"])):
+        return Finding(
+            f"consumption per m² {own / upper:.1f}x the building's upper quartile "
+            f"({own / median:.1f}x its median)",
+            evidence,
+        )
     ratio = own / median
-    if ratio > Decimal(str(p["high_factor"])):
-        return Finding(f"consumption per m² {ratio:.1f}x the building's median", evidence)
     if ratio < Decimal(str(p["low_factor"])):
         return Finding(f"consumption per m² {ratio:.2f}x the building's median", evidence, "info")
     return None

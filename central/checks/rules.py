@@ -102,13 +102,20 @@ async def register_backwards(ctx: MeterContext, p: Mapping[str, Any]) -> Finding
     "stuck_register",
     severity="warning",
     media=("hot_water", "cold_water", "electricity"),
-    params={"days": 14.0, "min_readings": 3, "require_tenant": False, "standing_load_days": 14.0},
+    params={
+        "days": 14.0,
+        "min_readings": 3,
+        "min_occupied_days": 3,
+        "require_tenant": False,
+        "standing_load_days": 14.0,
+    },
 )
 async def stuck_register(ctx: MeterContext, p: Mapping[str, Any]) -> Finding | None:
     """The billing register of an apartment's water or electricity meter has not moved for `days`
     while the apartment is lived in: its other water meter (hot for cold and the other way round;
-    either for electricity) moved meanwhile. Where nothing moves the flat stands empty or its people
-    are away; that is no meter fault. With `require_tenant`
+    either for electricity) moved meanwhile, on at least `min_occupied_days` days (the morning people
+    come home from a holiday one meter may tick before the other). Where nothing moves the flat
+    stands empty or its people are away; that is no meter fault. With `require_tenant`
     only apartments with a tenant reference are judged. An electricity meter also counts as stuck
     without that evidence when it grew in every interval of the `standing_load_days` before it stopped:
     a flat's standing load (fridge, standby) never stops dead, even when it stands empty. Heat is left
@@ -127,7 +134,7 @@ async def stuck_register(ctx: MeterContext, p: Mapping[str, Any]) -> Finding | N
     span = series[-1][0] - since
     if span < timedelta(days=float(p["days"])):
         return None
-    moving = await _apartment_meter_moved(ctx, since)
+    moving = await _apartment_meter_moved(ctx, since, int(p.get("min_occupied_days", 1)))
     if moving is None:
         return await _standing_load_stopped(ctx, p, since, series[-1][0], last_value)
     return Finding(
@@ -175,8 +182,9 @@ OCCUPANCY_EVIDENCE = {
 }
 
 
-async def _apartment_meter_moved(ctx: MeterContext, since: datetime) -> str | None:
-    """Serial of another meter in the same apartment whose billing register grew since ``since``."""
+async def _apartment_meter_moved(ctx: MeterContext, since: datetime, min_days: int) -> str | None:
+    """Serial of another meter in the same apartment whose billing register grew since ``since`` on
+    at least ``min_days`` days (intervals between readings, counted by the day they end)."""
     from sqlalchemy import select
 
     from central.models import Meter, MeterPoint
@@ -193,7 +201,8 @@ async def _apartment_meter_moved(ctx: MeterContext, since: datetime) -> str | No
     for other in others:
         other_ctx = MeterContext(ctx.session, other, ctx.apartment, ctx.now, chunk=ctx.chunk)
         series = await other_ctx.main_series(since)
-        if len(series) >= 2 and series[-1][1] > series[0][1]:
+        days = {b[0].date() for a, b in pairwise(series) if b[1] > a[1]}
+        if len(days) >= max(1, min_days):
             return other.serial
     return None
 

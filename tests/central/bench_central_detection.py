@@ -173,14 +173,24 @@ async def run(
                     serial,
                     media[int(serial)][1] if int(serial) in media else "?",
                     fault.rule,
+                    f"{fault.first_seen_at:%Y-%m-%d}",
                     fault.message,
+                    "truth:",
+                    [t.kind for t in by_meter.get(serial, [])] or "none",
                 )
             continue
         began = [t for t in matches if fault.first_seen_at >= t.start]
         if not began:  # the rule fits the meter's fault but fired before the fault existed
             false_positives[fault.rule] += 1
             if verbose:
-                print("false positive (before the fault):", serial, fault.rule, fault.message)
+                print(
+                    "false positive (before the fault):",
+                    serial,
+                    fault.rule,
+                    f"{fault.first_seen_at:%Y-%m-%d}",
+                    fault.message,
+                    [(t.kind, f"{t.start:%Y-%m-%d}") for t in matches],
+                )
             continue
         true_by_rule[fault.rule] += 1
         for t in began:
