@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -13,8 +14,27 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from central.api.deps import get_state
 from central.auth import Principal
-from central.models import Apartment, Building, Fault, Meter, MeterPoint, Property
+from central.models import (
+    Apartment,
+    BillingDocument,
+    BillingSupplierInvoice,
+    Building,
+    Fault,
+    Meter,
+    MeterPoint,
+    Property,
+)
 from central.queries import scope_meters, scope_properties
+from central.web.billing_view import (
+    ARCHIVE_KINDS,
+    archive_entries,
+    archive_table,
+    bases_for_meters,
+    bases_table,
+    invoice_csv,
+    kronor,
+    unit_prices,
+)
 from central.web.common import Page, Table, cell, chart, page, render, require
 from central.web.data import (
     MEDIA_ORDER,
@@ -165,6 +185,7 @@ def mount_pages(app: FastAPI, html: Wrap) -> None:
                     )
                 ).scalars()
             )
+            bases = await bases_for_meters(session, [meter.id])
         table, data = series_table(p, f"meter_{meter.serial}_{grain}", series, grain, meter.serial)
         repl = Table("replacements", [t("serial"), t("manufacturer"), t("installed"), t("removed")])
         for s in siblings:
@@ -190,7 +211,12 @@ def mount_pages(app: FastAPI, html: Wrap) -> None:
                 "grains": GRAINS,
                 "chart_json": data,
                 "main_table": table.name,
-                "tables": {table.name: table, "replacements": repl, "meter_faults": ftable},
+                "tables": {
+                    table.name: table,
+                    "replacements": repl,
+                    "meter_faults": ftable,
+                    "billing_bases": bases_table(t, "billing_bases", bases),
+                },
             },
         )
 
@@ -226,6 +252,7 @@ def mount_pages(app: FastAPI, html: Wrap) -> None:
                 ).all()
             )
             series = await _series(session, [m for m, _mp in meters], _since(_today()), grain)
+            bases = await bases_for_meters(session, [m.id for m, _mp in meters])
         by_medium: dict[str, DailySeries] = {}
         for m, mp in meters:
             if m.id in series:
@@ -250,6 +277,7 @@ def mount_pages(app: FastAPI, html: Wrap) -> None:
                 ]
             )
         tables["apartment_meters"] = mtable
+        tables["billing_bases"] = bases_table(t, "billing_bases", bases)
         return render(
             p,
             "apartment.html",
@@ -565,10 +593,67 @@ def mount_pages(app: FastAPI, html: Wrap) -> None:
     @html
     async def archive(request: Request, key: str) -> Response:
         p = await page(request)
+        q = request.query_params
+        search = {"q": q.get("q", "")[:100], "period": q.get("period", "")[:7], "kind": q.get("kind", "")}
+        if search["kind"] not in ("", *ARCHIVE_KINDS):
+            search["kind"] = ""
         state = get_state(request)
         async with state.db.sessions() as session:
             prop = await _property(session, p, key)
-        return render(p, "archive.html", {"prop": prop})
+            entries = await archive_entries(session, prop.id, prop.key, **search)
+            anything = entries or (
+                any(search.values())
+                and (
+                    await session.execute(
+                        select(func.count(BillingDocument.id)).where(BillingDocument.property_id == prop.id)
+                    )
+                ).scalar_one()
+            )
+        return render(
+            p,
+            "archive.html",
+            {
+                "prop": prop,
+                "search": search,
+                "kinds": ARCHIVE_KINDS,
+                "anything": bool(anything),
+                "tables": {"archive": archive_table(p.t, entries)},
+            },
+        )
+
+    @app.get("/portal/p/{key}/archive/invoices/{invoice_id}.csv", include_in_schema=False)
+    @html
+    async def archive_invoice(request: Request, key: str, invoice_id: int) -> Response:
+        p = await page(request)
+        state = get_state(request)
+        async with state.db.sessions() as session:
+            prop = await _property(session, p, key)
+            inv = await session.get(BillingSupplierInvoice, invoice_id)
+            if inv is None or inv.property_id != prop.id:
+                raise HTTPException(404, detail=f"{p.t('doc_supplier_invoice')} {invoice_id}")
+            data = await invoice_csv(session, inv)
+        return _download(data, "text/csv; charset=utf-8", f"leverantorsfaktura_{inv.id}.csv")
+
+    @app.get("/portal/documents/{doc_id}", include_in_schema=False)
+    @html
+    async def archive_document(request: Request, doc_id: int) -> Response:
+        """A document from the archive: staff, the property's board, or the resident of the apartment
+        the billing basis is for; anyone else gets 404 (the document's existence is not disclosed)."""
+        p = await page(request)
+        who = require(p)
+        state = get_state(request)
+        async with state.db.sessions() as session:
+            doc = await session.get(BillingDocument, doc_id)
+            allowed = doc is not None and (
+                who.sees_all
+                or (who.role == "board" and doc.property_id in who.property_ids)
+                or (
+                    who.role == "resident" and doc.kind == "underlag" and doc.apartment_id == who.apartment_id
+                )
+            )
+            if doc is None or not allowed or doc.data is None:
+                raise HTTPException(404, detail=f"{p.t('document')} {doc_id}")
+        return _download(doc.data, doc.content_type, doc.name, doc.sha256)
 
     @app.get("/mitt", include_in_schema=False)
     @html
@@ -593,9 +678,22 @@ def mount_pages(app: FastAPI, html: Wrap) -> None:
             prop = await session.get(Property, apt.property_id)
             meters = await _property_meters(session, apt.property_id)
             series = await month_series(session, [m for m, _mp, _a in meters], _since(today, 13))
-        media = sorted(
-            {mp.medium for _m, mp, a in meters if a is not None and a.id == apt.id},
-            key=lambda x: MEDIA_ORDER.index(x) if x in MEDIA_ORDER else 99,
+            media = sorted(
+                {mp.medium for _m, mp, a in meters if a is not None and a.id == apt.id},
+                key=lambda x: MEDIA_ORDER.index(x) if x in MEDIA_ORDER else 99,
+            )
+            prices = await unit_prices(session, apt.property_id, media, today)
+        money = Table(
+            "my_costs",
+            [
+                t("medium"),
+                t("unit_price"),
+                f"{t('this_month')} (kr)",
+                f"{t('prev_month')} (kr)",
+                f"{t('same_month_last_year')} (kr)",
+                f"{t('building_avg')} (kr)",
+                t("price_source"),
+            ],
         )
         table = Table(
             "my_consumption",
@@ -629,6 +727,25 @@ def mount_pages(app: FastAPI, html: Wrap) -> None:
             mine_m2 = (
                 vals["this_month"] / apt.area_m2 if vals["this_month"] is not None and apt.area_m2 else None
             )
+            price = prices.get(medium)
+            if price is not None:
+                vat_note = f" {t('incl_vat')}" if price.vat_rate else ""
+                money.rows.append(
+                    [
+                        t(medium),
+                        f"{round_display(price.with_vat, 4)} kr/{s.unit}{vat_note}",
+                        *(
+                            round_display(kronor(v, price))
+                            for v in (
+                                vals["this_month"],
+                                vals["prev_month"],
+                                vals["same_month_last_year"],
+                                avg,
+                            )
+                        ),
+                        f"{t(price.source)} {price.detail}",
+                    ]
+                )
             table.rows.append(
                 [
                     t(medium),
@@ -668,8 +785,27 @@ def mount_pages(app: FastAPI, html: Wrap) -> None:
         return render(
             p,
             "resident.html",
-            {"apt": apt, "prop": prop, "charts": charts, "tables": {"my_consumption": table}},
+            {
+                "apt": apt,
+                "prop": prop,
+                "charts": charts,
+                "tables": {"my_consumption": table, "my_costs": money},
+            },
         )
+
+
+def _download(data: bytes, content_type: str, name: str, sha256: str | None = None) -> Response:
+    digest = sha256 or hashlib.sha256(data).hexdigest()
+    return Response(
+        data,
+        media_type=content_type,
+        headers={
+            "Content-Disposition": f'attachment; filename="{name}"',
+            "X-SHA256": digest,
+            "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
 
 
 def _may_see_apartment(who: Principal, apt: Apartment) -> bool:
