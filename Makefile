@@ -32,6 +32,12 @@ bench: $(STAMP)
 fuzz: $(STAMP)
 	$(BIN)/python -m tests.fuzz_long
 
+# schemathesis against a running central (admin token, real broker): 25 cases per API operation,
+# 0 server errors required; the suite runs the same test with 5 (tests/ops/test_schemathesis.py).
+.PHONY: schemathesis
+schemathesis: $(STAMP)
+	IMD_SCHEMATHESIS_EXAMPLES=25 $(BIN)/python -m pytest tests/ops/test_schemathesis.py -q -s -p no:cacheprovider
+
 # Known vulnerabilities in the installed dependencies (needs network access to PyPI's advisory
 # data, so it is not part of `make test`). --strict: a package that could not be checked fails
 # the audit instead of passing silently.

@@ -66,9 +66,12 @@ def _serve(args: argparse.Namespace) -> int:
         shared_subscription=False if args.no_shared_subscription else None,
         mqtt_client_id=args.client_id,
     )
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
+    from central.logs import configure as configure_logging
+
+    try:
+        configure_logging(logging.INFO if args.verbose else logging.WARNING, args.log_format)
+    except ValueError as exc:
+        return _config_error(exc)
 
     def ready(url: str) -> None:
         print(f"Dashboard: {url}", flush=True)
@@ -207,6 +210,11 @@ def register(sub: Any) -> None:
         "env IMD_MQTT_CLIENT_ID)",
     )
     serve.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    serve.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        help="text (default) or json: one JSON object per line, secrets masked (env IMD_LOG_FORMAT)",
+    )
     serve.set_defaults(func=_run(_serve))
 
     imp = csub.add_parser(

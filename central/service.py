@@ -19,10 +19,12 @@ async def serve(settings: Settings, *, on_ready: Callable[[str], None] | None = 
     import uvicorn
 
     from central.api.app import create_app
+    from central.logs import uvicorn_log_config
 
     app = create_app(settings)
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level="warning", access_log=False, lifespan="on"
+        app, host=settings.host, port=settings.port, log_level="warning", access_log=False, lifespan="on",
+        log_config=uvicorn_log_config(),
     )
     server = uvicorn.Server(config)
     url = f"http://{settings.host}:{settings.port}/"

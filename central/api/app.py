@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from central.api.billing import router as billing_router
 from central.api.commands import router as commands_router
 from central.api.deps import CentralState
+from central.api.errors import install as install_error_handlers
 from central.api.faults import router as faults_router
 from central.api.meters_admin import router as meters_admin_router
 from central.api.registration import router as registration_router
@@ -93,6 +94,9 @@ def create_app(settings: Settings, *, start_ingest: bool = True) -> FastAPI:
     app.include_router(commands_router)
     app.include_router(meters_admin_router)
     app.include_router(billing_router)
+    app.include_router(metrics_router)
+    app.add_middleware(HttpMetricsMiddleware)
+    install_error_handlers(app)
     app.include_router(metrics_router)
     app.add_middleware(HttpMetricsMiddleware)
     app.include_router(registration_router)

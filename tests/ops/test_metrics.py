@@ -219,20 +219,24 @@ def _bearer(body: dict[str, Any]) -> dict[str, str]:
 
 async def test_readiness_follows_database_and_broker(tmp_path: Path, mqtt_url: str) -> None:
     plain = create_app(Settings(data_dir=tmp_path / "a").validated())
-    async with plain.router.lifespan_context(plain):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=plain), base_url="http://t") as http:
-            response = await http.get("/api/health/ready")
-            assert response.status_code == 200
-            assert response.json() == {"ready": True, "checks": {"database": "ok"}}
+    async with (
+        plain.router.lifespan_context(plain),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=plain), base_url="http://t") as http,
+    ):
+        response = await http.get("/api/health/ready")
+        assert response.status_code == 200
+        assert response.json() == {"ready": True, "checks": {"database": "ok"}}
     # a broker that does not answer: not ready, with the reason
     dead = create_app(
         Settings(data_dir=tmp_path / "b", mqtt_url="mqtt://127.0.0.1:9", mqtt_client_id="t-dead").validated()
     )
-    async with dead.router.lifespan_context(dead):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=dead), base_url="http://t") as http:
-            response = await http.get("/api/health/ready")
-            assert response.status_code == 503
-            assert response.json()["checks"] == {"database": "ok", "mqtt": "not connected"}
+    async with (
+        dead.router.lifespan_context(dead),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=dead), base_url="http://t") as http,
+    ):
+        response = await http.get("/api/health/ready")
+        assert response.status_code == 503
+        assert response.json()["checks"] == {"database": "ok", "mqtt": "not connected"}
     live = create_app(
         Settings(
             data_dir=tmp_path / "c",
