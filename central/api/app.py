@@ -97,8 +97,6 @@ def create_app(settings: Settings, *, start_ingest: bool = True) -> FastAPI:
     app.include_router(metrics_router)
     app.add_middleware(HttpMetricsMiddleware)
     install_error_handlers(app)
-    app.include_router(metrics_router)
-    app.add_middleware(HttpMetricsMiddleware)
     app.include_router(registration_router)
     from central.web.views import mount
 
