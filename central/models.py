@@ -231,6 +231,7 @@ class ReadingMonth(Base):
     first_day: Mapped[int] = mapped_column(Integer, doc="the month's first day with a reading")
     first_at: Mapped[datetime] = mapped_column(UTCDateTime(), doc="that day's last reading")
     first_value: Mapped[Decimal] = mapped_column(ExactDecimal())
+    last_day: Mapped[int] = mapped_column(Integer, doc="the month's last day with a reading")
     last_at: Mapped[datetime] = mapped_column(UTCDateTime(), doc="the month's last reading")
     last_value: Mapped[Decimal] = mapped_column(ExactDecimal())
     days: Mapped[int] = mapped_column(Integer, doc="bit n-1 set: a reading on day n")

@@ -44,7 +44,7 @@ _QUANTITIES = sorted({q for q, _u in CANDIDATES})
 _METERS_PER_QUERY = 500
 _SUMMARY_COLUMNS = (
     "meter_id", "register", "month", "quantity", "unit", "first_day", "first_at", "first_value",
-    "last_at", "last_value", "days",
+    "last_day", "last_at", "last_value", "days",
 )  # fmt: skip
 
 
@@ -58,6 +58,7 @@ class Summary:
     first_day: int
     first_at: datetime
     first_value: Decimal | str  # text when folded from stored readings, Decimal when read back
+    last_day: int
     last_at: datetime
     last_value: Decimal | str
     days: int
@@ -73,7 +74,7 @@ class Summary:
                 other.first_value,
             )
         if other.last_at > self.last_at:
-            self.last_at, self.last_value = other.last_at, other.last_value
+            self.last_day, self.last_at, self.last_value = other.last_day, other.last_at, other.last_value
         self.days |= other.days
 
     def row(self) -> dict[str, Any]:
@@ -93,7 +94,7 @@ def summary_of(reading: tuple[Any, ...]) -> Summary:
     text = format(value, "f") if isinstance(value, Decimal) else str(value)
     return Summary(
         meter_id, register, f"{at.year:04d}-{at.month:02d}", quantity, unit,
-        at.day, at, text, at, text, 1 << (at.day - 1),
+        at.day, at, text, at.day, at, text, 1 << (at.day - 1),
     )  # fmt: skip
 
 
@@ -125,6 +126,7 @@ def _upsert(dialect: str) -> Any:
             "first_day": case((earlier, ex.first_day), else_=t.c.first_day),
             "first_at": case((earlier, ex.first_at), else_=t.c.first_at),
             "first_value": case((earlier, ex.first_value), else_=t.c.first_value),
+            "last_day": case((later, ex.last_day), else_=t.c.last_day),
             "last_at": case((later, ex.last_at), else_=t.c.last_at),
             "last_value": case((later, ex.last_value), else_=t.c.last_value),
             "days": t.c.days.op("|")(ex.days),
@@ -224,19 +226,32 @@ async def rebuild(session: AsyncSession | AsyncConnection, meter_ids: Iterable[i
     return await session.run_sync(rebuild_sync, ids)
 
 
+# What a page needs of a summary, as plain tuples in this order: not the timestamps (the days say
+# enough), so nothing to convert but the values.
+FIGURE_COLUMNS = ("meter_id", "register", "month", "quantity", "unit", "first_day", "first_value",
+                  "last_day", "last_value", "days")  # fmt: skip
+
+
+def figures(summary: Summary) -> tuple[Any, ...]:
+    """A summary as :func:`month_rows` gives it."""
+    return tuple(getattr(summary, name) for name in FIGURE_COLUMNS)
+
+
 async def month_rows(
     session: AsyncSession, meter_ids: Sequence[int], first_month: str
-) -> dict[int, list[Summary]]:
-    """Each meter's month rows from ``first_month`` (YYYY-MM) on, oldest first (all registers)."""
-    out: dict[int, list[Summary]] = {}
-    t = ReadingMonth
+) -> dict[int, list[tuple[Any, ...]]]:
+    """Each meter's month rows from ``first_month`` (YYYY-MM) on, oldest first (all registers), as
+    tuples of :data:`FIGURE_COLUMNS`."""
+    out: dict[int, list[tuple[Any, ...]]] = {}
+    table = ReadingMonth.__table__
+    connection = await session.connection()  # Core rows: nothing for the ORM to do with them
     for start in range(0, len(meter_ids), _METERS_PER_QUERY):
         chunk = list(meter_ids[start : start + _METERS_PER_QUERY])
-        rows = await session.execute(
-            select(*(getattr(t, name) for name in _SUMMARY_COLUMNS))
-            .where(t.meter_id.in_(chunk), t.month >= first_month)
-            .order_by(t.meter_id, t.month)
+        result = await connection.execute(
+            select(*(table.c[name] for name in FIGURE_COLUMNS))
+            .where(table.c.meter_id.in_(chunk), table.c.month >= first_month)
+            .order_by(table.c.meter_id, table.c.month)
         )
-        for row in rows:
-            out.setdefault(row[0], []).append(Summary(*row))
+        for row in result.all():
+            out.setdefault(row[0], []).append(tuple(row))
     return out

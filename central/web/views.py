@@ -61,6 +61,7 @@ FAULT_SORTS = {
     "count": (Fault.count.desc(),),
 }
 AGES = {"1d": (None, 1), "7d": (None, 7), "old": (7, None)}  # (older than days, newer than days)
+DASHBOARD_METERS = 50  # the first page of the meter list; the rest is one search or API page away
 
 
 def html(fn: Handler) -> Handler:
@@ -143,7 +144,7 @@ async def _dashboard(p: Page, who: Principal) -> Response:
     t = p.t
     state = get_state(p.request)
     async with state.db.sessions() as session:
-        meters, total = await list_meters(session, who, limit=200)
+        meters, total = await list_meters(session, who, limit=DASHBOARD_METERS)
         collectors = await list_collectors(session, who, utcnow())
         faults = (
             await session.execute(

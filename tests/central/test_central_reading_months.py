@@ -14,7 +14,7 @@ from test_central_ingest_batching import batch
 from central.db import Database
 from central.ingest import IngestProcessor, redecode
 from central.models import Meter, ReadingMonth
-from central.reading_months import Summary, fold, rebuild
+from central.reading_months import figures, fold, rebuild
 from central.web.data import daily_from_readings
 from central.web.monthly import month_series, series_from_months
 from protocols.messages import frames_topic
@@ -36,11 +36,11 @@ def _history(rng: random.Random, days: int) -> list[tuple[datetime, Decimal]]:
     return out
 
 
-def _summaries(points: list[tuple[datetime, Decimal]]) -> list[Summary]:
+def _summaries(points: list[tuple[datetime, Decimal]]) -> list[tuple[object, ...]]:
     rows = [(1, "0413", at, "volume", "m3", format(v, "f")) for at, v in points]
     random.Random(3).shuffle(rows)  # arrival order does not matter
     rows += rows[:20]  # nor do repeats
-    return sorted(fold(rows).values(), key=lambda s: s.month)
+    return [figures(s) for s in sorted(fold(rows).values(), key=lambda s: s.month)]
 
 
 def test_month_figures_equal_the_daily_figures_summed() -> None:

@@ -29,6 +29,7 @@ def upgrade() -> None:
         sa.Column("first_day", sa.Integer(), nullable=False),
         sa.Column("first_at", central.models.UTCDateTime(timezone=True), nullable=False),
         sa.Column("first_value", central.models.ExactDecimal(length=64), nullable=False),
+        sa.Column("last_day", sa.Integer(), nullable=False),
         sa.Column("last_at", central.models.UTCDateTime(timezone=True), nullable=False),
         sa.Column("last_value", central.models.ExactDecimal(length=64), nullable=False),
         sa.Column("days", sa.Integer(), nullable=False),
