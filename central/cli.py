@@ -65,6 +65,10 @@ def _serve(args: argparse.Namespace) -> int:
         demo=True if args.demo else None,
         shared_subscription=False if args.no_shared_subscription else None,
         mqtt_client_id=args.client_id,
+        api=False if args.no_api else None,
+        ingest=False if args.no_ingest else None,
+        scheduler=False if args.no_scheduler else None,
+        collectors=tuple(args.collector) if args.collector else None,
     )
     from central.logs import configure as configure_logging
 
@@ -74,6 +78,9 @@ def _serve(args: argparse.Namespace) -> int:
         return _config_error(exc)
 
     def ready(url: str) -> None:
+        if not settings.api:
+            print(f"Ingest: subscribed on {url} as {settings.mqtt_client_id} (no HTTP port)", flush=True)
+            return
         print(f"Dashboard: {url}", flush=True)
         if settings.demo:
             print("Demo login: demo / demo", flush=True)
@@ -192,7 +199,8 @@ def register(sub: Any) -> None:
     serve = csub.add_parser(
         "serve",
         help="run the API, dashboard and MQTT ingest",
-        description="Run the REST API (/docs), dashboard (/) and MQTT ingest in one process. " + ENV_HELP,
+        description="Run the REST API (/docs), dashboard (/) and MQTT ingest in one process, or one "
+        "role of it (--no-api: an ingest worker; --no-ingest: API and dashboard only). " + ENV_HELP,
     )
     _db_args(serve)
     serve.add_argument("--mqtt-url", help="broker, e.g. mqtt://user:pass@host:1883 (none: no ingest)")
@@ -208,6 +216,24 @@ def register(sub: Any) -> None:
         "--client-id",
         help="MQTT client id of this ingest worker, stable across restarts (default imd-central-<hostname>; "
         "env IMD_MQTT_CLIENT_ID)",
+    )
+    serve.add_argument(
+        "--collector",
+        action="append",
+        help="subscribe only to this collector's topics (repeatable; default: all collectors)",
+    )
+    serve.add_argument(
+        "--no-api",
+        action="store_true",
+        help="an ingest worker: MQTT ingest and the checks after it, no HTTP port (needs --mqtt-url)",
+    )
+    serve.add_argument(
+        "--no-ingest", action="store_true", help="API and dashboard only: subscribe to nothing"
+    )
+    serve.add_argument(
+        "--no-scheduler",
+        action="store_true",
+        help="do not run the periodic meter-function check sweep here (another process does)",
     )
     serve.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     serve.add_argument(

@@ -49,6 +49,13 @@ class Settings:
     collectors: tuple[str, ...] | None = None
     token_minutes: int = 30
     key_file: Path | None = None  # default: data_dir / "meter-keys.fernet"
+    # Process roles (``imd central serve --no-api / --no-ingest / --no-scheduler``): by default one
+    # process does everything. ``api``: HTTP API and dashboard; ``ingest``: the MQTT subscription;
+    # ``scheduler``: the periodic sweep of the meter-function checks (the checks right after an
+    # ingest run wherever that ingest ran).
+    api: bool = True
+    ingest: bool = True
+    scheduler: bool = True
 
     @property
     def effective_database_url(self) -> str:
@@ -82,6 +89,12 @@ class Settings:
         for collector in self.collectors or ():
             if not COLLECTOR_ID_RE.match(collector):
                 raise ConfigError(f"collectors: {collector!r} is not a collector id")
+        if not self.api and not self.ingest:
+            raise ConfigError("api: --no-api together with --no-ingest leaves nothing to run")
+        if not self.api and self.mqtt_url is None:
+            raise ConfigError(
+                "mqtt_url: an ingest-only process (--no-api) needs a broker (--mqtt-url, IMD_MQTT_URL)"
+            )
         if not 1 <= self.token_minutes <= 24 * 60:
             raise ConfigError("token_minutes: between 1 and 1440")
         if self.data_dir.exists() and not self.data_dir.is_dir():

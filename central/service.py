@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,15 @@ log = logging.getLogger(__name__)
 
 
 async def serve(settings: Settings, *, on_ready: Callable[[str], None] | None = None) -> None:
-    """Run API, dashboard and ingest in this process until SIGINT/SIGTERM (uvicorn handles both)."""
+    """Run API, dashboard and ingest in this process until SIGINT/SIGTERM (uvicorn handles both).
+
+    ``settings.ingest`` False (``--no-ingest``): API and dashboard only, nothing subscribed;
+    ``settings.api`` False (``--no-api``): see :func:`serve_ingest`. ``on_ready`` gets the
+    dashboard's URL, or for an ingest-only process the broker's (password removed).
+    """
+    if not settings.api:
+        await serve_ingest(settings, on_ready=on_ready)
+        return
     import uvicorn
 
     from central.api.app import create_app
@@ -44,6 +53,37 @@ async def serve(settings: Settings, *, on_ready: Callable[[str], None] | None = 
         announcer.cancel()
     if not server.started:
         raise RuntimeError(f"central could not start on {settings.host}:{settings.port} (see the log above)")
+
+
+async def serve_ingest(settings: Settings, *, on_ready: Callable[[str], None] | None = None) -> None:
+    """An ingest worker (``--no-api``): MQTT ingest and the checks after it, no HTTP port, until
+    SIGINT/SIGTERM. Stopping acknowledges nothing more; the broker redelivers what was not committed."""
+    from central.api.app import central_state
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with central_state(settings) as state:
+            ingest = state.ingest
+            if ingest is None:
+                raise RuntimeError("an ingest-only process needs a broker URL and ingest enabled")
+
+            async def announce() -> None:
+                await ingest.subscribed.wait()
+                if on_ready is not None:
+                    on_ready(ingest.url.redacted())
+
+            announcer = asyncio.create_task(announce())
+            try:
+                await stop.wait()
+            finally:
+                announcer.cancel()
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
 
 
 async def import_site_async(

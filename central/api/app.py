@@ -11,7 +11,6 @@ from fastapi import FastAPI
 from central.api.billing import router as billing_router
 from central.api.commands import router as commands_router
 from central.api.deps import CentralState
-from central.api.errors import install as install_error_handlers
 from central.api.faults import router as faults_router
 from central.api.meters_admin import router as meters_admin_router
 from central.api.registration import router as registration_router
@@ -45,13 +44,25 @@ async def central_state(settings: Settings, *, start_ingest: bool = True) -> Asy
         state.processor = IngestProcessor(db, keybox=state.keybox)
         attach_metrics(state)  # before ingest starts: every committed batch is counted
         _attach_checks(state)
-        if start_ingest and settings.mqtt_url:
+        if start_ingest and settings.mqtt_url and settings.ingest:
             state.ingest = MqttIngest(
                 state.processor,
                 settings.mqtt_url,
                 client_id=settings.mqtt_client_id,
                 shared_subscription=settings.shared_subscription,
                 collectors=settings.collectors,
+            )
+            await state.ingest.start()
+        elif start_ingest and settings.mqtt_url:
+            # API only (--no-ingest): the broker still carries the commands to collectors, on a
+            # connection of its own that subscribes to nothing (clean session, its own client id:
+            # the ingest workers' ids keep their persistent sessions).
+            state.ingest = MqttIngest(
+                state.processor,
+                settings.mqtt_url,
+                client_id=f"{settings.mqtt_client_id[:60]}-api",
+                persistent_session=False,
+                subscribe=False,
             )
             await state.ingest.start()
         try:
@@ -96,7 +107,6 @@ def create_app(settings: Settings, *, start_ingest: bool = True) -> FastAPI:
     app.include_router(billing_router)
     app.include_router(metrics_router)
     app.add_middleware(HttpMetricsMiddleware)
-    install_error_handlers(app)
     app.include_router(registration_router)
     from central.web.views import mount
 

@@ -607,11 +607,10 @@ class CheckScheduler:
             self._pending.update(result.meter_ids)
             self._wake.set()
 
-    def start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self._after_ingest(), name="checks-after-ingest"),
-            asyncio.create_task(self._sweeps(), name="checks-sweep"),
-        ]
+    def start(self, *, sweeps: bool = True) -> None:
+        self._tasks = [asyncio.create_task(self._after_ingest(), name="checks-after-ingest")]
+        if sweeps:
+            self._tasks.append(asyncio.create_task(self._sweeps(), name="checks-sweep"))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -653,7 +652,9 @@ def attach(state: Any) -> None:
     scheduler = CheckScheduler(state.db, sweep_interval_s=interval, overrides=overrides)
     state.processor.after_batch.append(scheduler.note_batch)
     state.extras["checks"] = scheduler
-    scheduler.start()
+    # The sweep covers every meter: with several central processes, one runs it (the others are
+    # started with --no-scheduler); the checks after ingest run wherever the ingest ran.
+    scheduler.start(sweeps=state.settings.scheduler)
 
 
 # Demo mode polls every minute and the simulator runs its meters faster than real time: gaps are

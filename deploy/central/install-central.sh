@@ -1,7 +1,10 @@
 #!/bin/sh
 # Install IMD central on Debian 12 / Ubuntu 22.04+ (run as root from a checkout of the repo).
 #
-#   sudo deploy/central/install-central.sh [WORKERS]     WORKERS: extra workers (default 0)
+#   sudo deploy/central/install-central.sh [WORKERS [INGEST]]
+#
+# WORKERS: extra combined workers imd-central@8001... (default 0); INGEST: ingest-only workers
+# imd-ingest@1... without HTTP ports (default 0).
 #
 # Makes: service user imd-central (no login, no home), /opt/imd/src (a copy of this checkout),
 # /opt/imd/venv, /etc/imd (0750) with central.env (0600, from central.env.example unless present),
@@ -11,6 +14,7 @@
 set -eu
 [ "$(id -u)" -eq 0 ] || { echo "run as root" >&2; exit 1; }
 workers=${1:-0}
+ingest=${2:-0}
 src=$(cd "$(dirname "$0")/../.." && pwd)
 
 apt-get install -y python3 python3-venv postgresql-client nginx
@@ -44,6 +48,7 @@ install -d -m 0700 -o root -g root /var/backups/imd
 
 install -m 0644 "$src/deploy/central/imd-central-api.service" /etc/systemd/system/
 install -m 0644 "$src/deploy/central/imd-central@.service" /etc/systemd/system/
+install -m 0644 "$src/deploy/central/imd-ingest@.service" /etc/systemd/system/
 install -m 0644 "$src/deploy/backup/imd-backup.service" "$src/deploy/backup/imd-backup.timer" /etc/systemd/system/
 install -m 0644 "$src/deploy/central/nginx-imd.conf" /etc/nginx/sites-available/imd
 systemctl daemon-reload
@@ -51,6 +56,11 @@ systemctl enable imd-central-api.service imd-backup.timer
 i=1
 while [ "$i" -le "$workers" ]; do
     systemctl enable "imd-central@$((8000 + i)).service"
+    i=$((i + 1))
+done
+i=1
+while [ "$i" -le "$ingest" ]; do
+    systemctl enable "imd-ingest@$i.service"
     i=$((i + 1))
 done
 

@@ -77,3 +77,56 @@ def test_units_pin_distinct_client_ids_and_local_ports() -> None:
     assert "server 127.0.0.1:8000" in nginx
     assert "proxy_set_header X-Forwarded-Proto $scheme;" in nginx
     assert "client_max_body_size" in nginx
+
+
+def _exec_start(unit: str) -> str:
+    (line,) = [line for line in unit.splitlines() if line.startswith("ExecStart=")]
+    return line
+
+
+def test_ingest_worker_unit_runs_ingest_only_and_the_sweep_runs_once() -> None:
+    ingest = (DEPLOY / "central" / "imd-ingest@.service").read_text()
+    worker = (DEPLOY / "central" / "imd-central@.service").read_text()
+    api = (DEPLOY / "central" / "imd-central-api.service").read_text()
+    execs = [line for line in ingest.splitlines() if line.startswith("ExecStart=")]
+    assert execs == [
+        "ExecStart=/opt/imd/venv/bin/imd central serve --no-api --no-scheduler "
+        "--client-id imd-central-%H-ingest-%i"
+    ]
+    assert "--port" not in execs[0]  # no HTTP port: nothing for nginx to balance
+    assert "SocketBindDeny=any" in ingest
+    assert "PartOf=imd-central-api.service" in ingest
+    assert (
+        "After=network-online.target postgresql.service mosquitto.service imd-central-api.service" in ingest
+    )
+    # the periodic check sweep runs in the API unit only, whatever the number of workers
+    assert "--no-scheduler" in _exec_start(worker)
+    assert "--no-scheduler" not in _exec_start(api)
+    install = (DEPLOY / "central" / "install-central.sh").read_text()
+    assert 'deploy/central/imd-ingest@.service" /etc/systemd/system/' in install
+
+
+def test_ingest_worker_command_line_is_accepted(tmp_path: Path) -> None:
+    """The unit's flags parse and give the ingest-only settings (``imd central serve`` itself is
+    tested as a process in tests/central/test_central_roles.py)."""
+    import argparse
+
+    from central import cli
+
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers(dest="command"))
+    ingest = (DEPLOY / "central" / "imd-ingest@.service").read_text()
+    line = next(line for line in ingest.splitlines() if line.startswith("ExecStart="))
+    argv = line.split()[1:]
+    assert argv[:2] == ["central", "serve"]
+    argv = [a.replace("%H", "host").replace("%i", "1") for a in argv]
+    args = parser.parse_args([*argv, "--data-dir", str(tmp_path), "--mqtt-url", "mqtt://127.0.0.1:1883"])
+    settings = cli._settings(
+        args,
+        mqtt_url=args.mqtt_url,
+        api=False if args.no_api else None,
+        scheduler=False if args.no_scheduler else None,
+        mqtt_client_id=args.client_id,
+    )
+    assert (settings.api, settings.ingest, settings.scheduler) == (False, True, False)
+    assert settings.mqtt_client_id == "imd-central-host-ingest-1"
