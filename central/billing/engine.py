@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from itertools import pairwise
 
@@ -143,14 +143,17 @@ def _pieces(point: MeterPoint, cuts: list[date], price_cuts: set[date], run: _Ru
     s = run.inp.settings
     if len(cuts) == 2:
         # The common case: no move and no price change in the period, one piece between its ends.
+        lo, hi = cuts[0], cuts[1]
         used = consumption(
-            point, run.boundary(cuts[0]), run.boundary(cuts[1]), s.reading_decimals, s.max_extrapolation_days
+            point,
+            run.boundary(lo),
+            run.boundary(hi),
+            s.reading_decimals,
+            s.max_extrapolation_days,
+            run.boundary_utc(lo),
+            run.boundary_utc(hi),
         )
-        return (
-            used
-            if isinstance(used, Missing)
-            else [_Piece(point, cuts[0], cuts[1], used.quantity, used, None)]
-        )
+        return used if isinstance(used, Missing) else [_Piece(point, lo, hi, used.quantity, used, None)]
     instants: list[datetime | None] = []
     for i, day in enumerate(cuts):
         if i in (0, len(cuts) - 1) or day in price_cuts:
@@ -267,11 +270,12 @@ def _flags(pieces: list[_Piece], inp: BillingInput) -> _Flags:
 class _Run:
     """What every step of one run shares: the input, the run id and the precomputed settings."""
 
-    __slots__ = ("_boundaries", "inp", "rounding", "run_id", "vat_name", "vat_rate")
+    __slots__ = ("_boundaries", "_boundaries_utc", "inp", "rounding", "run_id", "vat_name", "vat_rate")
 
     def __init__(self, inp: BillingInput, run_id: str) -> None:
         s = inp.settings
         self._boundaries: dict[date, datetime] = {}
+        self._boundaries_utc: dict[date, datetime] = {}
         self.inp = inp
         self.run_id = run_id
         self.rounding = s.rounding
@@ -283,6 +287,13 @@ class _Run:
         at = self._boundaries.get(day)
         if at is None:
             at = self._boundaries[day] = boundary(day, self.inp.settings.timezone)
+        return at
+
+    def boundary_utc(self, day: date) -> datetime:
+        """``boundary(day)`` in UTC (the readings are compared in UTC)."""
+        at = self._boundaries_utc.get(day)
+        if at is None:
+            at = self._boundaries_utc[day] = self.boundary(day).astimezone(UTC)
         return at
 
     def vat(self, kind: LineKind, payer: Payer, taxable_cost: bool) -> tuple[str, Decimal]:

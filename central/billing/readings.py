@@ -113,9 +113,12 @@ class _Rows:
 
     __slots__ = ("rows", "times")
 
-    def __init__(self, inst: MeterInstallation) -> None:
-        lo = inst.installed_at.astimezone(UTC)
-        hi = inst.removed_at.astimezone(UTC) if inst.removed_at is not None else None
+    def __init__(
+        self, inst: MeterInstallation, lo: datetime | None = None, hi: datetime | None = None
+    ) -> None:
+        # ``lo``/``hi``: the installation and removal instants in UTC when the caller has them already.
+        lo = lo or inst.installed_at.astimezone(UTC)
+        hi = hi or (inst.removed_at.astimezone(UTC) if inst.removed_at is not None else None)
         keyed = []
         for r in inst.readings:
             t = r.at
@@ -209,12 +212,22 @@ def _value_at(
     return _derived(rows[a], rows[b], at, _line(usable, a, b, t, decimals), "extrapolated")
 
 
-def consumption(
-    point: MeterPoint, start: datetime, end: datetime, decimals: int = 3, max_extrapolation_days: int = 7
+def consumption(  # noqa: PLR0917 - the UTC instants are an optional shortcut
+    point: MeterPoint,
+    start: datetime,
+    end: datetime,
+    decimals: int = 3,
+    max_extrapolation_days: int = 7,
+    start_u: datetime | None = None,
+    end_u: datetime | None = None,
 ) -> PointConsumption | Missing:
-    """Σ over the meters installed on ``point`` during ``[start, end)`` of end value - start value."""
+    """Σ over the meters installed on ``point`` during ``[start, end)`` of end value - start value.
+
+    ``start_u``/``end_u``: ``start``/``end`` in UTC, when the caller converted them already (a run
+    asks for the same boundaries on every meter point)."""
     spans: list[MeterSpan] = []
-    start_u, end_u = start.astimezone(UTC), end.astimezone(UTC)
+    start_u = start_u or start.astimezone(UTC)
+    end_u = end_u or end.astimezone(UTC)
     installs = point.installations
     if len(installs) > 1:
         installs = tuple(sorted(installs, key=lambda m: (m.installed_at.astimezone(UTC), m.meter_id)))
@@ -223,13 +236,14 @@ def consumption(
         inst_u = inst.installed_at.astimezone(UTC)
         lo, lo_u = (start, start_u) if start_u >= inst_u else (inst.installed_at, inst_u)
         hi, hi_u = end, end_u
+        removed_u = None
         if inst.removed_at is not None:
             removed_u = inst.removed_at.astimezone(UTC)
             if removed_u < end_u:
                 hi, hi_u = inst.removed_at, removed_u
         if hi_u <= lo_u:
             continue
-        usable = _Rows(inst)
+        usable = _Rows(inst, inst_u, removed_u)
         v0 = _value_at(usable, lo, lo_u, decimals, max_extrapolation_days)
         v1 = _value_at(usable, hi, hi_u, decimals, max_extrapolation_days)
         if v0 is None or v1 is None:
