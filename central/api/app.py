@@ -12,6 +12,7 @@ from central.api.billing import router as billing_router
 from central.api.commands import router as commands_router
 from central.api.deps import CentralState
 from central.api.faults import router as faults_router
+from central.api.limits import BodyLimitMiddleware
 from central.api.meters_admin import router as meters_admin_router
 from central.api.registration import router as registration_router
 from central.api.routes import router as api_router
@@ -106,6 +107,7 @@ def create_app(settings: Settings, *, start_ingest: bool = True) -> FastAPI:
     app.include_router(meters_admin_router)
     app.include_router(billing_router)
     app.include_router(metrics_router)
+    app.add_middleware(BodyLimitMiddleware)  # inside the metrics one: its 413s are counted too
     app.add_middleware(HttpMetricsMiddleware)
     app.include_router(registration_router)
     from central.web.views import mount
