@@ -251,6 +251,26 @@ class Collector:
         scheduler.add_job(self.publish_status, heartbeat, id="heartbeat", **job_defaults)
         scheduler.start()
         self.scheduler = scheduler
+        self._tasks.append(asyncio.create_task(self._clock_guard(), name="clock-guard"))
+
+    async def _clock_guard(self, every_s: float = 10.0, tolerance_s: float = 30.0) -> None:
+        """APScheduler waits by the wall clock: after a backward step (NTP, a Pi without an RTC) it
+        would hold every poll and heartbeat until the clock had caught up - days, possibly. The
+        monotonic clock never steps, so a difference between the two is a step: schedule anew."""
+        wall, mono = time.time(), time.monotonic()
+        while True:
+            await asyncio.sleep(every_s)
+            step = (time.time() - wall) - (time.monotonic() - mono)
+            wall, mono = time.time(), time.monotonic()
+            if abs(step) <= tolerance_s or self.scheduler is None:
+                continue
+            log.warning("wall clock stepped by %+.0f s: polls and heartbeats scheduled anew", step)
+            now = datetime.now(UTC)
+            for job in self.scheduler.get_jobs():
+                if isinstance(job.trigger, IntervalTrigger):
+                    job.reschedule(IntervalTrigger(seconds=job.trigger.interval.total_seconds()))
+                else:
+                    job.modify(next_run_time=job.trigger.get_next_fire_time(None, now))
 
     async def _missed_poll(self, trigger: JitteredCron) -> bool:
         assert self.outbox is not None

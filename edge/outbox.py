@@ -193,7 +193,10 @@ class Outbox:
             depth, size = await self._evict(depth, size)
             await self._db.execute("COMMIT")
         except BaseException:
-            await self._db.execute("ROLLBACK")
+            # A full disk makes SQLite roll back by itself; a second ROLLBACK would raise and
+            # hide the disk-full error behind "no transaction is active".
+            if self._db.in_transaction:
+                await self._db.execute("ROLLBACK")
             raise
         self._depth, self._bytes = depth, size
         return stored
