@@ -32,6 +32,15 @@ bench: $(STAMP)
 fuzz: $(STAMP)
 	$(BIN)/python -m tests.fuzz_long
 
+# Fault scenarios against the real parts (a private Mosquitto and PostgreSQL, `imd central serve`
+# workers, `imd edge run` on the simulator): broker outage and restart, kill -9 of a collector and
+# of an ingest worker, database restart, disk full, clock steps, duplicates and reordering. Figures
+# to stdout and test-artifacts/reliability.md. Root for the disk-full tmpfs, libfaketime for the
+# clock steps (a scenario whose part is missing says why it did not run). About 6 minutes.
+.PHONY: reliability
+reliability: $(STAMP)
+	$(BIN)/python -m tests.reliability
+
 # schemathesis against a running central (admin token, real broker): 25 cases per API operation,
 # 0 server errors required; the suite runs the same test with 5 (tests/ops/test_schemathesis.py).
 .PHONY: schemathesis
