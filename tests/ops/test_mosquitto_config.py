@@ -6,6 +6,11 @@ password-file parts from ``mosquitto_passwd`` and from provisioning's bundle cod
 ``deploy/mosquitto/acl`` plus per-collector blocks (``collector.acl.template`` and provisioning's
 ``acl_block``), assembled by the shipped assemble-credentials.sh.
 Then paho-mqtt 2.x clients over TLS check that the rules hold.
+
+Every broker test runs twice: with ``password_file`` + ``acl_file`` as shipped, and with the
+dynamic-security plugin (``deploy/mosquitto/dynsec.conf`` in place of those two lines, its file
+built by ``dynsec-assemble.py`` from the same password parts). The plugin also closes the one gap
+acl_file leaves: a collector account joining central's shared subscription.
 """
 
 from __future__ import annotations
@@ -56,8 +61,34 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def render_config(text: str, *, port: int, tmp: Path) -> str:
-    """The shipped config with test paths: every other line stays as shipped."""
+DYNSEC_PLUGIN = Path("/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so")
+MODES = [
+    "acl_file",
+    pytest.param(
+        "dynsec",
+        marks=pytest.mark.skipif(not DYNSEC_PLUGIN.exists(), reason=f"{DYNSEC_PLUGIN} not installed"),
+    ),
+]
+
+
+def render_config(text: str, *, port: int, tmp: Path, mode: str = "acl_file") -> str:
+    """The shipped config with test paths: every other line stays as shipped. ``dynsec``: the two
+    lines of ``dynsec.conf`` in place of ``password_file`` and ``acl_file``, as OPERATIONS.md says."""
+    if mode == "dynsec":
+        plugin = [
+            line.replace("/etc/mosquitto/imd/dynamic-security.json", str(tmp / "dynamic-security.json"))
+            for line in (DEPLOY / "dynsec.conf").read_text().splitlines()
+            if line and not line.startswith("#")
+        ]
+        lines = []
+        for line in text.splitlines():
+            key = line.split(" ", 1)[0]
+            if key == "password_file":
+                lines += plugin
+            elif key != "acl_file":
+                lines.append(line)
+        assert len(lines) == len(text.splitlines()), "both lines replaced"
+        text = "\n".join(lines)
     paths = {
         "cafile": tmp / "certs" / "ca.crt",
         "certfile": tmp / "certs" / "server.crt",
@@ -87,14 +118,16 @@ class Broker:
     proc: subprocess.Popen[bytes]
     log: Path
     tmp: Path
+    mode: str = "acl_file"
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
 
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    tmp = tmp_path_factory.mktemp("mosquitto")
+@pytest.fixture(scope="module", params=MODES)
+def broker(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    mode = request.param
+    tmp = tmp_path_factory.mktemp(f"mosquitto-{mode}")
     (tmp / "data").mkdir()
     subprocess.run(
         [str(DEPLOY / "make-dev-ca.sh"), str(tmp / "certs"), "localhost", "127.0.0.1"],
@@ -124,13 +157,23 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
         env={**os.environ, "IMD_MOSQUITTO_DIR": str(tmp), "IMD_MOSQUITTO_NO_RELOAD": "1"},
     )
     assert (tmp / "acl").read_text().count("\nuser collector-") == 2
+    if mode == "dynsec":
+        built = subprocess.run(
+            [str(DEPLOY / "dynsec-assemble.py")],
+            check=True,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "IMD_MOSQUITTO_DIR": str(tmp), "IMD_MOSQUITTO_NO_RELOAD": "1"},
+        )
+        assert "3 accounts, 2 collectors" in built.stdout
+        assert oct((tmp / "dynamic-security.json").stat().st_mode & 0o777) == "0o640"
     port = _free_port()
     conf = tmp / "mosquitto.conf"
-    conf.write_text(render_config((DEPLOY / "mosquitto.conf").read_text(), port=port, tmp=tmp))
+    conf.write_text(render_config((DEPLOY / "mosquitto.conf").read_text(), port=port, tmp=tmp, mode=mode))
     log = tmp / "broker.log"
     with log.open("wb") as logf:
         proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=logf, stderr=subprocess.STDOUT)
-    b = Broker(port=port, ca=tmp / "certs" / "ca.crt", proc=proc, log=log, tmp=tmp)
+    b = Broker(port=port, ca=tmp / "certs" / "ca.crt", proc=proc, log=log, tmp=tmp, mode=mode)
     try:
         deadline = time.monotonic() + 10
         while True:
@@ -232,6 +275,9 @@ class Client:
     def close(self) -> None:
         self.c.disconnect()
         self.c.loop_stop()
+        # paho keeps a loopback socket pair per client until garbage collection, which may be
+        # after pytest's unraisable-warning check (an error with filterwarnings=error): close it now.
+        self.c._reset_sockets()
 
 
 @pytest.fixture
@@ -269,6 +315,37 @@ def test_shipped_config_keeps_the_production_settings() -> None:
     assert re.fullmatch(r"\d+[hdwmy]", settings["persistent_client_expiration"])
     assert int(settings["max_packet_size"]) >= 4 * 1024 * 1024
     assert "listener 1883" not in conf  # no plain-text listener
+
+
+@pytest.mark.parametrize(
+    ("parts", "reason"),
+    [
+        ({"a": "collector-c1:{h}\n", "b": "collector-c1:{h}\n"}, "duplicate account 'collector-c1'"),
+        ({"a": "intruder:{h}\n"}, "account 'intruder': not central, monitor or collector-<id>"),
+        (
+            {"a": "collector-c+:{h}\n"},
+            "account 'collector-c+'",
+        ),  # a wildcard in the id would widen its topics
+        ({"a": "central:plaintext-secret\n"}, "a.passwd:1: not a `user:$7$...` line"),
+    ],
+)
+def test_dynsec_assemble_refuses_bad_parts(tmp_path: Path, parts: dict[str, str], reason: str) -> None:
+    (tmp_path / "passwd.d").mkdir()
+    hashed = password_line("c9", "pw").split(":", 1)[1].strip()
+    for name, text in parts.items():
+        (tmp_path / "passwd.d" / f"{name}.passwd").write_text(text.replace("{h}", hashed))
+    result = subprocess.run(
+        [str(DEPLOY / "dynsec-assemble.py")],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "IMD_MOSQUITTO_DIR": str(tmp_path), "IMD_MOSQUITTO_NO_RELOAD": "1"},
+    )
+    assert result.returncode == 1
+    assert reason in result.stderr
+    assert hashed not in result.stderr + result.stdout
+    assert "plaintext-secret" not in result.stderr + result.stdout
+    assert not (tmp_path / "dynamic-security.json").exists()
 
 
 def test_central_shared_subscription_receives_collector_frames(clients: Any) -> None:
@@ -338,6 +415,8 @@ def test_known_gap_a_collector_can_join_centrals_share_group(clients: Any, broke
     had its PUBACK). This test pins the behaviour so a fix (dynamic-security plugin or EMQX, both
     check subscriptions) shows up as a failure here; `log_type subscribe` makes the subscription
     visible in the broker log for the alert rule in docs/OPERATIONS.md."""
+    if broker.mode != "acl_file":
+        pytest.skip("acl_file only: the dynamic-security plugin closes the gap (test below)")
     central = _connected(clients, "central")
     assert not central.subscribe("$share/ingest/imd/v1/+/frames").is_failure
     thief = clients("collector-c1", client_id="thief-c1")
@@ -350,6 +429,28 @@ def test_known_gap_a_collector_can_join_centrals_share_group(clients: Any, broke
     assert thief.received() == []  # it cannot read them ...
     assert 0 < len(central.received()) < 10  # ... but central lost its share
     assert "thief-c1 1 $share/ingest/imd/v1/+/frames" in broker.log_text()
+
+
+def test_dynsec_refuses_a_collector_joining_centrals_share_group(clients: Any, broker: Broker) -> None:
+    """The fix for the gap above: with the dynamic-security plugin the broker refuses the
+    collector account's SUBSCRIBE to `$share/ingest/...` (and to anything but its own `cmd`), so
+    central keeps every batch."""
+    if broker.mode != "dynsec":
+        pytest.skip("dynamic-security plugin only")
+    central = _connected(clients, "central")
+    assert not central.subscribe("$share/ingest/imd/v1/+/frames").is_failure
+    thief = clients("collector-c1", client_id="thief-c1")
+    assert not thief.connect().is_failure
+    for topic in ("$share/ingest/imd/v1/+/frames", "$share/other/imd/v1/+/frames", "imd/v1/+/frames",
+                  "imd/v1/c2/frames", "imd/v1/+/cmd", "#", "$SYS/#"):  # fmt: skip
+        assert thief.subscribe(topic).is_failure, topic
+    assert not thief.subscribe("imd/v1/c1/cmd").is_failure  # its own commands, exactly
+    c2 = _connected(clients, "collector-c2")
+    for i in range(10):
+        c2.publish("imd/v1/c2/frames", f"b{i}".encode())
+    assert len(central.wait_for(10)) == 10
+    assert sorted(p for _t, p, _r in central.received()) == sorted(f"b{i}".encode() for i in range(10))
+    assert thief.received() == []
 
 
 @pytest.mark.parametrize(
