@@ -31,8 +31,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import String, and_, case, delete, or_, select, type_coerce
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import String, delete, select, type_coerce
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -56,10 +55,10 @@ class Summary:
     quantity: str
     unit: str
     first_day: int
-    first_at: datetime
+    first_at: datetime | str  # SQLite's stored text on ingest's path
     first_value: Decimal | str  # text when folded from stored readings, Decimal when read back
     last_day: int
-    last_at: datetime
+    last_at: datetime | str
     last_value: Decimal | str
     days: int
 
@@ -81,25 +80,22 @@ class Summary:
         return {name: getattr(self, name) for name in _SUMMARY_COLUMNS}
 
 
-def _aware(at: datetime | str) -> datetime:
-    if isinstance(at, str):  # SQLite's stored text (naive UTC), as ingest binds it
-        at = datetime.fromisoformat(at)
-    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
-
-
 def summary_of(reading: tuple[Any, ...]) -> Summary:
-    """The summary of one ``(meter_id, register, read_at, quantity, unit, value)`` reading."""
-    meter_id, register, read_at, quantity, unit, value = reading
-    at = _aware(read_at)
-    text = format(value, "f") if isinstance(value, Decimal) else str(value)
-    return Summary(
-        meter_id, register, f"{at.year:04d}-{at.month:02d}", quantity, unit,
-        at.day, at, text, at.day, at, text, 1 << (at.day - 1),
-    )  # fmt: skip
+    """The summary of one ``(meter_id, register, read_at, quantity, unit, value)`` reading;
+    ``read_at`` an aware datetime or SQLite's stored text (naive UTC, as ingest binds it)."""
+    meter_id, register, at, quantity, unit, value = reading
+    if isinstance(at, str):
+        month, day = at[:7], int(at[8:10])
+    else:
+        at = at.astimezone(UTC)
+        month, day = f"{at.year:04d}-{at.month:02d}", at.day
+    text = value if isinstance(value, str) else str(Decimal(value))  # the text ExactDecimal stores
+    return Summary(meter_id, register, month, quantity, unit, day, at, text, day, at, text, 1 << (day - 1))
 
 
 def fold(readings: Iterable[tuple[Any, ...]]) -> dict[tuple[int, str, str], Summary]:
-    """Summaries of ``(meter_id, register, read_at, quantity, unit, value)`` rows (candidates only)."""
+    """Summaries of ``(meter_id, register, read_at, quantity, unit, value)`` rows (candidates only;
+    the times all of one kind, datetimes or SQLite text)."""
     out: dict[tuple[int, str, str], Summary] = {}
     for reading in readings:
         s = summary_of(reading)
@@ -112,26 +108,41 @@ def fold(readings: Iterable[tuple[Any, ...]]) -> dict[tuple[int, str, str], Summ
     return out
 
 
-def _upsert(dialect: str) -> Any:
-    t = ReadingMonth.__table__
-    stmt = sqlite.insert(t) if dialect == "sqlite" else postgresql.insert(t)
-    ex = stmt.excluded
-    earlier = or_(
-        ex.first_day < t.c.first_day, and_(ex.first_day == t.c.first_day, ex.first_at > t.c.first_at)
+_EARLIER = (
+    "excluded.first_day < reading_month.first_day OR (excluded.first_day = reading_month.first_day "
+    "AND excluded.first_at > reading_month.first_at)"
+)
+_LATER = "excluded.last_at > reading_month.last_at"
+_ON_CONFLICT = (
+    " ON CONFLICT (meter_id, register, month) DO UPDATE SET "
+    + ", ".join(
+        f"{column} = CASE WHEN {rule} THEN excluded.{column} ELSE reading_month.{column} END"
+        for rule, columns in (
+            (_EARLIER, ("first_day", "first_at", "first_value")),
+            (_LATER, ("last_day", "last_at", "last_value")),
+        )
+        for column in columns
     )
-    later = ex.last_at > t.c.last_at
-    return stmt.on_conflict_do_update(
-        index_elements=["meter_id", "register", "month"],
-        set_={
-            "first_day": case((earlier, ex.first_day), else_=t.c.first_day),
-            "first_at": case((earlier, ex.first_at), else_=t.c.first_at),
-            "first_value": case((earlier, ex.first_value), else_=t.c.first_value),
-            "last_day": case((later, ex.last_day), else_=t.c.last_day),
-            "last_at": case((later, ex.last_at), else_=t.c.last_at),
-            "last_value": case((later, ex.last_value), else_=t.c.last_value),
-            "days": t.c.days.op("|")(ex.days),
-        },
-    )
+    + ", days = reading_month.days | excluded.days"
+)
+_COLUMNS_SQL = ", ".join(_SUMMARY_COLUMNS)
+# Driver SQL with values already bound as ingest binds them: no per-row SQLAlchemy work.
+_SQLITE_UPSERT = f"INSERT INTO reading_month ({_COLUMNS_SQL}) VALUES ({', '.join('?' * 12)})" + _ON_CONFLICT
+_PG_UPSERT = (
+    f"INSERT INTO reading_month ({_COLUMNS_SQL}) SELECT * FROM unnest($1::int[], $2::varchar[], "
+    "$3::varchar[], $4::varchar[], $5::varchar[], $6::int[], $7::timestamptz[], $8::varchar[], $9::int[], "
+    "$10::timestamptz[], $11::varchar[], $12::int[])" + _ON_CONFLICT
+)
+
+
+def _write(connection: Connection, summaries: Iterable[Summary]) -> None:
+    rows = [tuple(getattr(s, name) for name in _SUMMARY_COLUMNS) for s in summaries]
+    if not rows:
+        return
+    if connection.dialect.name == "sqlite":
+        connection.exec_driver_sql(_SQLITE_UPSERT, rows)
+    else:
+        connection.exec_driver_sql(_PG_UPSERT, tuple(list(column) for column in zip(*rows, strict=True)))
 
 
 READING_FIELDS = ("meter_id", "register", "read_at", "quantity", "unit", "function", "storage", "tariff",
@@ -141,13 +152,14 @@ READING_FIELDS = ("meter_id", "register", "read_at", "quantity", "unit", "functi
 def note_sync(connection: Connection, rows: Sequence[Sequence[Any]], columns: str | Sequence[str]) -> None:
     """Fold newly written readings into their month rows. ``rows`` are reading tuples with the
     ``columns`` named (a list or ingest's comma-separated text; others than :data:`READING_FIELDS`
-    are ignored); ``read_at`` may be a datetime or SQLite's stored text."""
+    are ignored); ``read_at`` an aware datetime or SQLite's stored text."""
     names = [c.strip() for c in columns.split(",")] if isinstance(columns, str) else list(columns)
     meter, register, read_at, quantity, unit, function, storage, tariff, subunit, value = (
         names.index(field) for field in READING_FIELDS
     )
+    sqlite_text = _sqlite_text(connection)
     wanted = (
-        (r[meter], r[register], r[read_at], r[quantity], r[unit], r[value])
+        (r[meter], r[register], sqlite_text(r[read_at]), r[quantity], r[unit], r[value])
         for r in rows
         if r[storage] == 0
         and r[tariff] == 0
@@ -155,9 +167,22 @@ def note_sync(connection: Connection, rows: Sequence[Sequence[Any]], columns: st
         and r[function] == "instantaneous"
         and (r[quantity], r[unit]) in CANDIDATES
     )
-    summaries = fold(wanted)
-    if summaries:
-        connection.execute(_upsert(connection.dialect.name), [s.row() for s in summaries.values()])
+    _write(connection, fold(wanted).values())
+
+
+def _sqlite_text(connection: Connection) -> Any:
+    """On SQLite, times as the text SQLAlchemy stores for the column (ingest may hand over that text
+    or a naive UTC datetime, as its driver binds them); elsewhere aware datetimes."""
+    if connection.dialect.name != "sqlite":
+        return lambda at: at.replace(tzinfo=UTC) if at.tzinfo is None else at
+
+    def text(at: Any) -> str:
+        if isinstance(at, str):
+            return at
+        aware = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+        return aware.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+    return text
 
 
 async def note_readings(
