@@ -22,8 +22,18 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from central.db import Database
-from central.faults import OPEN_STATES, clear_fault, raise_fault
-from central.models import Apartment, Collector, Fault, Meter, MeterPoint, RawFrame, Reading, utcnow
+from central.faults import OPEN_STATES, SEVERITIES, clear_fault, raise_fault
+from central.models import (
+    Apartment,
+    Collector,
+    Fault,
+    FaultEvent,
+    Meter,
+    MeterPoint,
+    RawFrame,
+    Reading,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +238,7 @@ class MeterContext:
             shortest = min(({r[0] for r in window}), key=lambda reg: (len(reg), reg), default=None)
             picked = [(at, value, frame) for reg, at, value, frame in window if reg == shortest]
             self._cache[key] = picked
+            self._cache[("register", *key[1:])] = shortest
             return picked
         query = select(Reading.register, Reading.read_at, Reading.value, Reading.raw_frame_id).where(
             Reading.meter_id == self.meter.id,
@@ -247,7 +258,16 @@ class MeterContext:
         chosen = registers[0] if registers else None
         series = [(r[1], r[2], r[3]) for r in reversed(rows) if r[0] == chosen]
         self._cache[key] = series
+        self._cache[("register", *key[1:])] = chosen
         return series
+
+    async def main_register(self, since: datetime) -> str | None:
+        """DIF/VIF (hex) of the register ``main_series(since)`` reads."""
+        main = MAIN_REGISTER.get(self.meter.medium)
+        if main is None:
+            return None
+        await self.series(main[0], main[1], since)
+        return self._cache.get(("register", main[0], main[1], since, "instantaneous"))  # type: ignore[no-any-return]
 
     async def main_series(self, since: datetime) -> list[tuple[datetime, Decimal, int | None]]:
         main = MAIN_REGISTER.get(self.meter.medium)
@@ -466,11 +486,13 @@ async def _apply(
         ):
             report.resolved += 1
         return
-    _fault, new = await raise_fault(
+    severity = finding.severity or r.severity
+    before = current.severity if isinstance(current, Fault) else None
+    fault, new = await raise_fault(
         session,
         r.name,
         at=now,
-        severity=finding.severity or r.severity,
+        severity=severity,
         message=finding.message,
         evidence=finding.evidence,
         meter_id=meter_id,
@@ -482,6 +504,14 @@ async def _apply(
         report.opened += 1
     else:
         report.repeated += 1
+    if before is not None and SEVERITIES.index(severity) > SEVERITIES.index(before):
+        # A note that became a warning (low use, then a leak): the history says when, since the
+        # fault's first_seen_at is still the note's.
+        session.add(
+            FaultEvent(
+                fault_id=fault.id, at=now, kind="escalated", text=f"{before} -> {severity}: {finding.message}"
+            )
+        )
 
 
 def _selected(names: Iterable[str] | None, scope: str) -> list[Rule]:

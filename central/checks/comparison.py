@@ -171,6 +171,7 @@ def _quantile(values: list[Decimal], q: float) -> Decimal:
         "days": 14.0,
         "min_peers": 5,
         "high_quantile": 0.75,
+        "exclude_idle_peers": True,
         "high_factor": "4",
         "low_factor": "0.1",
         "coverage": 0.8,
@@ -187,14 +188,17 @@ async def consumption_vs_building(ctx: MeterContext, p: Mapping[str, Any]) -> Fi
     the building's upper quartile (`high_quantile`) or below (`low_factor` x, info) the median per m² of
     the building's apartment meters of the same medium (at least `min_peers` others with `coverage` of
     readings; a median below `min_median_per_m2`, e.g. heat in summer, is not judged). High use is
-    measured against the upper quartile rather than the median because in July and at Christmas half
-    a building may be away: the median then falls to what empty flats use, and every household at
-    home would look like a leak."""
+    measured against the upper quartile rather than the median, and flats that used nothing at all
+    (`exclude_idle_peers`) are no peers, because in July and at Christmas half a building may be
+    away: the median then falls to what empty flats use, and every household at home would look like
+    a leak."""
     if ctx.apartment is None or ctx.apartment.area_m2 <= 0:
         return None
     per_m2 = await _building_per_m2(ctx, ctx.apartment.building_id, float(p["days"]), float(p["coverage"]))
     own = per_m2.get(ctx.meter.id)
     peers = [v for m, v in per_m2.items() if m != ctx.meter.id]
+    if p.get("exclude_idle_peers", False):
+        peers = [v for v in peers if v > 0]  # flats that used nothing stand empty: no yardstick
     if own is None or len(peers) < int(p["min_peers"]):
         return None
     median = Decimal(statistics.median(peers))

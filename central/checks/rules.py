@@ -13,7 +13,7 @@ from decimal import Decimal
 from itertools import pairwise
 from typing import Any
 
-from central.checks import CollectorContext, Finding, MeterContext, rule
+from central.checks import MAIN_REGISTER, CollectorContext, Finding, MeterContext, rule
 
 WATER = ("hot_water", "cold_water")
 
@@ -78,13 +78,16 @@ async def device_status(ctx: MeterContext, p: Mapping[str, Any]) -> Finding | No
 @rule("register_backwards", severity="warning", params={"days": 7, "rollover_fraction": 0.9})
 async def register_backwards(ctx: MeterContext, p: Mapping[str, Any]) -> Finding | None:
     """The billing register (energy or volume) went down between two readings. A drop from near the
-    register's maximum to near zero is reported as a rollover (info), anything else as a fault."""
-    series = await ctx.main_series(ctx.now - timedelta(days=p["days"]))
+    register's maximum (a BCD field's range; else the next power of ten, never below 10 000 m³ or
+    100 000 kWh) to near zero is reported as a rollover (info), anything else - a reset of a meter
+    standing at 95 m³ included - as a fault."""
+    since = ctx.now - timedelta(days=p["days"])
+    series = await ctx.main_series(since)
+    register = await ctx.main_register(since)
     for (t0, v0, f0), (t1, v1, f1) in pairwise(series):
         if v1 >= v0:
             continue
-        digits = len(str(int(v0))) if v0 >= 1 else 1
-        top = Decimal(10) ** digits
+        top = register_capacity(register, v0, MAIN_REGISTER.get(ctx.meter.medium, ("", ""))[0])
         rollover = v0 >= top * Decimal(str(p["rollover_fraction"])) and v1 < top * (
             1 - Decimal(str(p["rollover_fraction"]))
         )
@@ -96,6 +99,26 @@ async def register_backwards(ctx: MeterContext, p: Mapping[str, Any]) -> Finding
             return Finding(f"register rolled over from {v0} to {v1}", evidence, "info")
         return Finding(f"register went backwards from {v0} to {v1}", evidence)
     return None
+
+
+# Largest count + 1 of a BCD data field (DIF low nibble, EN 13757-3 table 4): the register wraps
+# there. Binary fields wrap where the meter's display does, at a power of ten we cannot read.
+_BCD_RANGE = {0x9: 10**2, 0xA: 10**4, 0xB: 10**6, 0xC: 10**8, 0xE: 10**12}
+# No apartment meter counts fewer than this before it wraps (a 4-digit m³ display, 100 000 kWh).
+MIN_CAPACITY = {"volume": Decimal(10**4), "energy": Decimal(10**8)}
+
+
+def register_capacity(register: str | None, value: Decimal, quantity: str | None = None) -> Decimal:
+    """Where a cumulative register wraps: a BCD field's range in the value's own unit (the stored
+    value keeps the register's decimals, e.g. litres as m³ with three); otherwise the next power of
+    ten above the value, at least ``MIN_CAPACITY`` for the quantity."""
+    exponent = value.as_tuple().exponent
+    if register and len(register) >= 2 and isinstance(exponent, int):
+        raw_range = _BCD_RANGE.get(int(register[:2], 16) & 0x0F)
+        if raw_range is not None:
+            return Decimal(raw_range).scaleb(exponent)
+    digits = len(str(int(value))) if value >= 1 else 1
+    return max(Decimal(10) ** digits, MIN_CAPACITY.get(quantity or "", Decimal(0)))
 
 
 @rule(
@@ -114,7 +137,8 @@ async def stuck_register(ctx: MeterContext, p: Mapping[str, Any]) -> Finding | N
     """The billing register of an apartment's water or electricity meter has not moved for `days`
     while the apartment is lived in: its other water meter (hot for cold and the other way round;
     either for electricity) moved meanwhile, on at least `min_occupied_days` days (the morning people
-    come home from a holiday one meter may tick before the other). Where nothing moves the flat
+    come home from a holiday one meter may tick before the other), and has no open fault of its own
+    (a leak keeps a register moving in an empty flat). Where nothing moves the flat
     stands empty or its people are away; that is no meter fault. With `require_tenant`
     only apartments with a tenant reference are judged. An electricity meter also counts as stuck
     without that evidence when it grew in every interval of the `standing_load_days` before it stopped:
@@ -182,6 +206,20 @@ OCCUPANCY_EVIDENCE = {
 }
 
 
+async def _has_open_fault(ctx: MeterContext, meter_id: int) -> bool:
+    from sqlalchemy import select
+
+    from central.faults import OPEN_STATES
+    from central.models import Fault
+
+    found = await ctx.session.execute(
+        select(Fault.id)
+        .where(Fault.meter_id == meter_id, Fault.state.in_(OPEN_STATES), Fault.severity != "info")
+        .limit(1)
+    )
+    return found.first() is not None
+
+
 async def _apartment_meter_moved(ctx: MeterContext, since: datetime, min_days: int) -> str | None:
     """Serial of another meter in the same apartment whose billing register grew since ``since`` on
     at least ``min_days`` days (intervals between readings, counted by the day they end)."""
@@ -199,6 +237,8 @@ async def _apartment_meter_moved(ctx: MeterContext, since: datetime, min_days: i
         )
     ).scalars()
     for other in others:
+        if await _has_open_fault(ctx, other.id):
+            continue  # a leaking or broken meter moves in an empty flat too: no evidence of people
         other_ctx = MeterContext(ctx.session, other, ctx.apartment, ctx.now, chunk=ctx.chunk)
         series = await other_ctx.main_series(since)
         days = {b[0].date() for a, b in pairwise(series) if b[1] > a[1]}

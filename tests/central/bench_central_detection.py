@@ -39,7 +39,7 @@ from central.checks import run_meter_checks
 from central.db import Database
 from central.ingest import IngestProcessor
 from central.keys import MeterKeyBox
-from central.models import Fault, Meter
+from central.models import Fault, FaultEvent, Meter
 from central.site_import import import_site
 from protocols.messages import FrameBatch, encode, frames_topic
 
@@ -154,7 +154,20 @@ async def run(
         rows = (
             await session.execute(select(Fault, Meter.serial).join(Meter, Fault.meter_id == Meter.id))
         ).all()
+        # A note that later became a warning counts from when it did.
+        escalated: dict[int, datetime] = {}
+        for fault_id, at in (
+            await session.execute(
+                select(FaultEvent.fault_id, FaultEvent.at)
+                .where(FaultEvent.kind == "escalated", FaultEvent.text.like("info -> %"))
+                .order_by(FaultEvent.at)
+            )
+        ).all():
+            escalated.setdefault(fault_id, at)
     await db.close()
+    for fault, _serial in rows:
+        if fault.id in escalated:
+            fault.first_seen_at = escalated[fault.id]
     by_meter: dict[str, list[Injected]] = defaultdict(list)
     for t in truth:
         by_meter[t.serial].append(t)

@@ -37,7 +37,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "stuck": ("stuck_register", {}),
     "stuck_old": ("stuck_register", {"min_occupied_days": 1}),
     "building": ("consumption_vs_building", {}),
-    "building_old": ("consumption_vs_building", {"high_quantile": 0.5}),
+    "building_old": ("consumption_vs_building", {"high_quantile": 0.5, "exclude_idle_peers": False}),
 }
 
 
