@@ -72,7 +72,7 @@ def test_three_workers_share_the_subscription_and_lose_or_double_nothing(
                  "every message to be acknowledged", step=0.2)
 
         figures = lab_.tally(Figures("scale-out"), fleet.keys)
-        shares = [w.acknowledged() for w in workers]
+        shares = [w.delivered() for w in workers]
         print(f"\n{WORKERS} workers, {len(messages)} messages ({figures.copies} frame copies) -> "
               f"{figures.stored} frames, {figures.readings} readings; messages per worker {shares}")
         assert figures.problems == []

@@ -23,7 +23,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -87,7 +86,8 @@ class Mosquitto:
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
             f"persistence true\npersistence_location {self.dir}/\nautosave_interval 1\n"
             "max_inflight_messages 20\nmax_queued_messages 200000\nmax_queued_bytes 1073741824\n"
-            f"log_dest file {self.dir}/mosquitto.log\nlog_type error\nlog_type warning\n"
+            # every PUBLISH and PUBACK per client: who was sent what, who acknowledged what
+            f"log_dest file {self.dir}/mosquitto.log\nlog_type all\nlog_timestamp false\n"
         )
         if os.geteuid() == 0:
             # As root Mosquitto would switch to its own user, which cannot enter a test's private
@@ -98,6 +98,14 @@ class Mosquitto:
     @property
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
+
+    def count(self, *parts: str) -> int:
+        """Lines of the broker's log that contain every one of ``parts``."""
+        log = self.dir / "mosquitto.log"
+        if not log.exists():
+            return 0
+        with log.open(errors="replace") as fh:
+            return sum(1 for line in fh if all(p in line for p in parts))
 
     def start(self) -> Mosquitto:
         self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.config)],
@@ -209,50 +217,46 @@ class PrivatePostgres:
 
 
 class Worker:
-    """One ``imd central serve`` process: its own API port and MQTT client id, shared database."""
+    """One ``imd central serve --no-api`` process (an ingest worker, no HTTP port): its own stable
+    MQTT client id, the shared subscription, the shared database. What it was sent and what it
+    acknowledged is read from the broker's log (Mosquitto logs every PUBLISH and PUBACK)."""
 
-    def __init__(self, name: str, database_url: str, mqtt_url: str, data_dir: Path) -> None:
+    def __init__(self, name: str, database_url: str, broker: Mosquitto, data_dir: Path) -> None:
         self.name = name
         self.client_id = f"imd-rel-{name}-{uuid.uuid4().hex[:6]}"  # stable across this worker's restarts
         self.database_url = database_url
-        self.mqtt_url = mqtt_url
+        self.broker = broker
         self.data_dir = data_dir
-        self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir / f"worker-{name}.log"
-        self.starts = 0
 
     def start(self, timeout: float = 60) -> Worker:
-        self.port = free_port()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.starts += 1
+        offset = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [*imd_command(), "central", "serve", "--data-dir", str(self.data_dir),
-                 "--database-url", self.database_url, "--mqtt-url", self.mqtt_url,
-                 "--host", "127.0.0.1", "--port", str(self.port), "--client-id", self.client_id],
-                stdout=subprocess.DEVNULL, stderr=log, env={**os.environ, "IMD_DEMO": ""},
+                [*imd_command(), "central", "serve", "--no-api", "--data-dir", str(self.data_dir),
+                 "--database-url", self.database_url, "--mqtt-url", self.broker.url,
+                 "--client-id", self.client_id],
+                stdout=log, stderr=log, env={**os.environ, "IMD_DEMO": ""},
             )
-        wait_for(lambda: self._alive() and (self.health() or {}).get("ingest", {}).get("subscribed"),
-                 timeout, f"worker {self.name} to subscribe", step=0.2)
+
+        def subscribed() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                tail = self.log.read_text(errors="replace")[-2000:]
+                raise AssertionError(f"worker {self.name} exited with {self.proc.returncode}:\n{tail}")
+            return "Ingest: subscribed" in self.log.read_text(errors="replace")[offset:]
+
+        wait_for(subscribed, timeout, f"worker {self.name} to subscribe", step=0.2)
         return self
 
-    def _alive(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            tail = self.log.read_text(errors="replace")[-2000:]
-            raise AssertionError(f"worker {self.name} exited with {self.proc.returncode}:\n{tail}")
-        return True
-
-    def health(self) -> dict[str, Any] | None:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/api/health", timeout=2) as r:
-                return json.loads(r.read())  # type: ignore[no-any-return]
-        except (OSError, ValueError):
-            return None
+    def delivered(self) -> int:
+        """Frames messages the broker sent to this worker (redeliveries included)."""
+        return self.broker.count(f"Sending PUBLISH to {self.client_id} ", "/frames'")
 
     def acknowledged(self) -> int:
-        health = self.health() or {}
-        return int((health.get("ingest") or {}).get("acknowledged", 0))
+        """PUBACKs the broker received from this worker: each one follows a commit."""
+        return self.broker.count(f"Received PUBACK from {self.client_id} ")
 
     def kill(self) -> None:
         _stop_process(self.proc, signal.SIGKILL)

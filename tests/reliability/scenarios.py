@@ -119,7 +119,7 @@ class Lab:
     def workers(self, n: int) -> list[Worker]:
         """Register the sites (and migrate), then start ``n`` workers one after the other."""
         import_sites(self.database_url, self.central_dir, self.sites)
-        return [self.add(Worker(f"w{i}", self.database_url, self.broker.url, self.central_dir).start(),
+        return [self.add(Worker(f"w{i}", self.database_url, self.broker, self.central_dir).start(),
                          Worker.kill) for i in range(n)]
 
     def stored(self) -> int:
@@ -424,7 +424,7 @@ def duplicates_reordered(root: Path, sizes: Sizes, pg: PrivatePostgres | None) -
         wait_for(lambda: sum(w.acknowledged() for w in workers) >= acked + len(again), 120,
                  "every republished message to be acknowledged", step=0.2)
         figures.recovery_s = time.monotonic() - began
-        shares = [w.acknowledged() for w in workers]
+        shares = [w.delivered() for w in workers]
         figures.note = (f"every batch published 3 times (in order, shuffled, reversed) on "
                         f"{'PostgreSQL' if pg else 'SQLite'}; messages per worker {shares}; "
                         "recovery = time to acknowledge all republished copies")
