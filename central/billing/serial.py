@@ -119,12 +119,13 @@ def _dataclass_encoder(cls: type, sample: Any = None) -> _Encoder:
     scope: dict[str, Any] = {
         "q": _quote, "D": Decimal, "DT": datetime, "DA": date, "e": _encode, "s": _encode_seq,
     }  # fmt: skip
-    parts = []
-    for i, name in enumerate(sorted(_field_names(cls))):
-        key = ("{" if i == 0 else ",") + _quote(name) + ":"
-        parts.append(f"{key!r} + {_field_code(name, sample, scope)}")
-    body = " + ".join(parts) + " + '}'" if parts else "'{}'"
-    exec(f"def enc(v):\n    return {body}\n", scope)  # noqa: S102 - our own code from field names
+    names = sorted(_field_names(cls))
+    if not names:
+        return lambda v: "{}"
+    # One %-format of the whole object: a single string built, not one concatenation per field.
+    scope["T"] = "{" + ",".join(_quote(name).replace("%", "%%") + ":%s" for name in names) + "}"
+    values = ", ".join(_field_code(name, sample, scope) for name in names)
+    exec(f"def enc(v):\n    return T % ({values},)\n", scope)  # noqa: S102 - our own code from field names
     enc: _Encoder = scope["enc"]
     return enc
 
