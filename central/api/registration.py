@@ -328,19 +328,22 @@ async def register_collector(
             collector.property_id = prop.id
             report.collector_updated = True
         keys_set: list[str] = []
+        new_points = {
+            id(plan): MeterPoint(
+                property_id=prop.id,
+                apartment_id=plan.apartment.id if plan.apartment else None,
+                medium=plan.row.medium.value,
+                name=plan.row.point_name,
+            )
+            for plan in plans
+            if plan.point is None
+        }
+        session.add_all(new_points.values())
+        await session.flush()  # one round for all new points' ids
+        report.meter_points_created = len(new_points)
         for plan in plans:
             row = plan.row
-            point = plan.point
-            if point is None:
-                point = MeterPoint(
-                    property_id=prop.id,
-                    apartment_id=plan.apartment.id if plan.apartment else None,
-                    medium=row.medium.value,
-                    name=row.point_name,
-                )
-                session.add(point)
-                await session.flush()
-                report.meter_points_created += 1
+            point = plan.point or new_points[id(plan)]
             values: dict[str, Any] = {
                 "medium": row.medium.value,
                 "link": row.link,
