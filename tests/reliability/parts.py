@@ -365,6 +365,7 @@ class Wire:
         self.copies: list[FrameKey] = []
         self.frames: dict[FrameKey, dict[str, Any]] = {}
         self.subscribed = threading.Event()
+        self.on_copy: Callable[[int], None] | None = None  # called (network thread) with the count so far
         # A persistent session: what the broker accepts while we reconnect (after its restart) waits for us.
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"imd-rel-wire-{uuid.uuid4().hex[:6]}",
                              clean_session=False)
@@ -386,6 +387,9 @@ class Wire:
                 key = (batch["collector"], int(frame["sequence"]))
                 self.copies.append(key)
                 self.frames.setdefault(key, frame)
+            count = len(self.copies)
+        if self.on_copy is not None:
+            self.on_copy(count)
 
     def count(self) -> int:
         with self.lock:

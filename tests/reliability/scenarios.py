@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -234,9 +235,18 @@ def collector_kill(root: Path, sizes: Sizes) -> Figures:
         building, segment = lab_.building(32)
         lab_.workers(1)
         # one frame per message, one message in flight: publication is slow enough to be hit
-        collector = lab_.collector(building, segment, batch_max_frames=1, max_inflight=1).start()
-        wait_for(lambda: lab_.wire.distinct() >= 5, 60, "the collector to publish")
-        collector.kill()
+        collector = lab_.collector(building, segment, batch_max_frames=1, max_inflight=1)
+        killed = threading.Event()
+
+        def kill(count: int) -> None:  # from the observer's network thread: mid-stream, mid-poll
+            if count >= 3 and not killed.is_set():
+                killed.set()
+                collector.kill()
+
+        lab_.wire.on_copy = kill
+        collector.start()
+        assert killed.wait(60), "the collector never published"
+        lab_.wire.on_copy = None
         queued, assigned = collector.outbox()
         if queued == 0:
             figures.problems.append("the kill came after publication finished: nothing was tested")
@@ -245,8 +255,13 @@ def collector_kill(root: Path, sizes: Sizes) -> Figures:
         wait_for(lambda: lab_.stored() >= assigned and collector.outbox()[0] == 0, 120,
                  "the frames queued at the kill to be stored", step=0.2)
         figures.recovery_s = time.monotonic() - began
+        # and the restarted collector goes on: one full poll of its own stored as well
+        wait_for(lambda: collector.outbox()[1] >= assigned + 11, 60, "a poll after the restart", step=0.2)
+        _drain(collector, lab_, 60, "the poll after the restart to be stored")
         sent = _finish(collector, lab_)
-        figures.note = f"killed with {queued} of {assigned} frames still in the outbox; restarted"
+        figures.note = (f"killed (from the observer's network thread at the 3rd frame on the wire, mid-poll) "
+                        f"with {queued} of {assigned} frames still in the outbox; restarted; recovery = "
+                        "restart to those stored")
         lab_.tally(figures, sent)
     return figures
 
@@ -340,9 +355,11 @@ def disk_full(root: Path, sizes: Sizes) -> Figures:
         lab_.add(disk, lambda d: subprocess.run(["umount", "-l", str(d)], check=False))
         building, segment = lab_.building(35)
         lab_.workers(1)
-        collector = lab_.collector(building, segment, data_dir=disk / "data").start()
+        # the network path, not the broker, goes away (a broker restart loses frames by itself)
+        path = lab_.add(NetworkPath(lab_.broker.port), NetworkPath.close)
+        collector = lab_.collector(building, segment, mqtt_url=path.url, data_dir=disk / "data").start()
         _drain(collector, lab_, 60, "the first poll to be stored")
-        lab_.broker.stop()  # nothing can leave: the outbox must hold everything...
+        path.down()  # nothing can leave: the outbox must hold everything...
         filler = disk / "filler"
         with filler.open("wb", buffering=0) as fh, contextlib.suppress(OSError):  # ...on a full disk
             while True:
@@ -357,14 +374,14 @@ def disk_full(root: Path, sizes: Sizes) -> Figures:
         failed_polls = len(re.findall(r'Job "Collector.poll_all.*raised an exception', complaints))
         disk_full_errors = complaints.count("database or disk is full")
         filler.unlink()
-        lab_.broker.start()
+        path.up()
         began = time.monotonic()
         # recovered = a poll after the space came back is on disk, published and stored
         wait_for(lambda: collector.outbox()[1] >= during + 11 and collector.outbox()[0] == 0
                  and lab_.stored() >= during + 11, 120, "a poll to be stored after space came back", step=0.2)
         figures.recovery_s = time.monotonic() - began
         sent = _finish(collector, lab_)
-        figures.note = (f"2 MB tmpfs filled ({free} bytes left) with the broker down: "
+        figures.note = (f"2 MB tmpfs filled ({free} bytes left) with the broker unreachable: "
                         f"{during - before} frames queued on the full disk, {failed_polls} polls failed "
                         f"({disk_full_errors} 'database or disk is full' errors in the log, the collector "
                         "kept running); their readouts were "
