@@ -8,13 +8,12 @@ resolution). Each boundary says which method gave it, so a billing basis can sho
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import Integer, and_, func, literal, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from central.checks import MAIN_REGISTER
@@ -68,56 +67,61 @@ async def _nearest(
 
 
 async def nearest_readings(
-    session: AsyncSession, meters: Sequence[Meter], at: datetime, *, after: bool, limit: timedelta
-) -> dict[int, tuple[datetime, Decimal, str]]:
-    """:func:`_nearest` for many meters in one query per billing register: each meter's reading of its
-    billing register nearest to ``at`` on one side within ``limit`` (the plain register on a tie)."""
-    groups: dict[tuple[str, str], list[int]] = defaultdict(list)
-    for m in meters:
-        if (main := MAIN_REGISTER.get(m.medium)) is not None:
-            groups[main].append(m.id)
-    out: dict[int, tuple[datetime, Decimal, str]] = {}
+    session: AsyncSession, meters: Sequence[Meter], at: datetime, *, limit: timedelta
+) -> dict[tuple[int, bool], tuple[datetime, Decimal, str]]:
+    """:func:`_nearest` for many meters at once, both sides in one query: by (meter id, after) each
+    meter's reading of its billing register nearest to ``at`` within ``limit`` (the plain register on
+    a tie); a reading at ``at`` itself is on both sides."""
+    main = {m.id: reg for m in meters if (reg := MAIN_REGISTER.get(m.medium)) is not None}
+    pairs = sorted(set(main.values()))
+    ids = sorted(main)
+    out: dict[tuple[int, bool], tuple[datetime, Decimal, str]] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        both = union_all(
+            _ranked(chunk, pairs, at, limit, after=False), _ranked(chunk, pairs, at, limit, after=True)
+        ).subquery()
+        columns = ("after", "meter_id", "quantity", "unit", "read_at", "value", "register")
+        rows = await session.execute(select(*(both.c[name] for name in columns)).where(both.c.rank == 1))
+        for after, meter_id, quantity, unit, read_at, value, register in rows:
+            if main[meter_id] == (quantity, unit):
+                out[meter_id, bool(after)] = (read_at, value, register)
+    return out
+
+
+def _ranked(
+    ids: list[int], pairs: list[tuple[str, str]], at: datetime, limit: timedelta, *, after: bool
+) -> Any:
+    """Billing-register candidates on one side of ``at``, ranked nearest first per meter and register."""
     window = (
         and_(Reading.read_at >= at, Reading.read_at <= at + limit)
         if after
         else and_(Reading.read_at <= at, Reading.read_at >= at - limit)
     )
     order = Reading.read_at.asc() if after else Reading.read_at.desc()
-    for (quantity, unit), ids in groups.items():
-        for start in range(0, len(ids), 500):
-            ranked = (
-                select(
-                    Reading.meter_id,
-                    Reading.read_at,
-                    Reading.value,
-                    Reading.register,
-                    func.row_number()
-                    .over(
-                        partition_by=Reading.meter_id,
-                        order_by=(order, func.length(Reading.register), Reading.register),
-                    )
-                    .label("rank"),
-                )
-                .where(
-                    Reading.meter_id.in_(ids[start : start + 500]),
-                    Reading.quantity == quantity,
-                    Reading.unit == unit,
-                    Reading.storage == 0,
-                    Reading.tariff == 0,
-                    Reading.subunit == 0,
-                    Reading.function == "instantaneous",
-                    window,
-                )
-                .subquery()
-            )
-            rows = await session.execute(
-                select(ranked.c.meter_id, ranked.c.read_at, ranked.c.value, ranked.c.register).where(
-                    ranked.c.rank == 1
-                )
-            )
-            for meter_id, read_at, value, register in rows:
-                out[meter_id] = (read_at, value, register)
-    return out
+    return select(
+        literal(int(after), Integer).label("after"),
+        Reading.meter_id,
+        Reading.quantity,
+        Reading.unit,
+        Reading.read_at,
+        Reading.value,
+        Reading.register,
+        func.row_number()
+        .over(
+            partition_by=(Reading.meter_id, Reading.quantity, Reading.unit),
+            order_by=(order, func.length(Reading.register), Reading.register),
+        )
+        .label("rank"),
+    ).where(
+        Reading.meter_id.in_(ids),
+        or_(*(and_(Reading.quantity == q, Reading.unit == u) for q, u in pairs)),
+        Reading.storage == 0,
+        Reading.tariff == 0,
+        Reading.subunit == 0,
+        Reading.function == "instantaneous",
+        window,
+    )
 
 
 async def value_at(

@@ -527,9 +527,9 @@ async def property_prefetch(
         for instant in _segment(meter, start, end):
             at_instant.setdefault(instant, []).append(meter)
     for instant, meters in at_instant.items():
-        for after in (False, True):
-            found = await nearest_readings(session, meters, instant, after=after, limit=prefetch.gap)
-            for m in meters:
-                hit = found.get(m.id)
+        found = await nearest_readings(session, meters, instant, limit=prefetch.gap)
+        for m in meters:
+            for after in (False, True):
+                hit = found.get((m.id, after))
                 prefetch.near[m.id, instant, after] = None if hit is None else (hit[0], hit[1])
     return _Loaded(prefetch, apartments)
