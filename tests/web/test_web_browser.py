@@ -289,3 +289,60 @@ def test_main_pages_have_no_serious_accessibility_violations(browser: Any, centr
             _shot(page, "meter-daily")
         page.context.close()
     assert not problems, json.dumps(problems, indent=1, ensure_ascii=False)
+
+
+def test_board_searches_the_archive_and_downloads_a_billing_basis(
+    browser: Any, central: dict[str, Any]
+) -> None:
+    """Last month billed and exported through the API (debitering of every medium), then the board
+    member finds the property summary in the archive and downloads it; the checksum matches."""
+    import hashlib
+    from datetime import UTC, date, datetime
+
+    mine = central["properties"][0]
+    api = browser.new_context()
+    token = api.request.post(
+        central["url"] + "/api/auth/token", form={"username": "admin", "password": PASSWORD}
+    ).json()["access_token"]
+    admin = {"Authorization": f"Bearer {token}"}
+    today = datetime.now(UTC).date()
+    last = date(today.year - (today.month == 1), (today.month - 2) % 12 + 1, 1)
+    media = ("heat", "hot_water", "cold_water", "electricity")
+    base = f"{central['url']}/api/billing/properties/{mine}"
+    r = api.request.put(
+        f"{base}/settings", data={"media": {m: {"model": "debitering"} for m in media}}, headers=admin
+    )
+    assert r.ok, r.text()
+    for medium, price in zip(media, ("1.10", "68.50", "32.75", "1.4375"), strict=True):
+        r = api.request.post(
+            f"{base}/prices",
+            data={"medium": medium, "valid_from": "2020-01-01", "unit_price": price},
+            headers=admin,
+        )
+        assert r.status == 201, r.text()
+    r = api.request.post(f"{base}/runs", data={"period_from": last.isoformat()}, headers=admin)
+    assert r.status == 201, r.text()
+    run_id = r.json()["run_id"]
+    assert api.request.post(f"{central['url']}/api/billing/runs/{run_id}/approve", data={}, headers=admin).ok
+    exported = api.request.post(f"{central['url']}/api/billing/runs/{run_id}/export", data={}, headers=admin)
+    assert exported.ok, exported.text()
+    api.close()
+
+    page = _login(browser, central, "board")
+    page.goto(f"{central['url']}/portal/p/{mine}/archive")
+    assert page.locator("#table-archive tbody tr").count() >= 3  # bases, summary, billing file
+    page.select_option("select[name=kind]", "summary")
+    page.fill("input[name=period]", last.strftime("%Y-%m"))
+    page.click("form.filters button[type=submit]")
+    page.wait_for_url(lambda url: "kind=summary" in url)
+    rows = page.locator("#table-archive tbody tr")
+    assert rows.count() == 1
+    shown = rows.first.locator("td").last.inner_text().strip()
+    _shot(page, "archive")
+    assert not _axe(page)
+    with page.expect_download() as download:
+        rows.first.locator("a").first.click()
+    data = Path(download.value.path()).read_bytes()
+    assert data.startswith(b"%PDF-")
+    assert hashlib.sha256(data).hexdigest() == shown
+    page.context.close()
