@@ -25,6 +25,7 @@ INPUTS = 20_000
 SEED = 20_251_203
 
 
+@pytest.mark.timeout(600)  # a few seconds each on an idle machine; a loaded CI box may take minutes
 @pytest.mark.parametrize("target", sorted(fuzz_long.TARGETS))
 def test_fuzz_target_small(target: str) -> None:
     (result,) = fuzz_long.run([target], INPUTS, SEED, jobs=1, chunk=INPUTS, max_ms=2000.0, traced=500)
