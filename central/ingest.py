@@ -39,6 +39,8 @@ from central.models import (
     UTCDateTime,
     utcnow,
 )
+from central.reading_months import note_readings
+from central.reading_months import rebuild as rebuild_months
 from protocols.errors import MessageError, ProtocolError
 from protocols.mbus.application import Record as _Record
 from protocols.messages import (
@@ -356,6 +358,7 @@ class _RowWriter:
             await self.connection.exec_driver_sql(_SQLITE_INSERT_READINGS, list(rows))
         else:
             await self.connection.exec_driver_sql(_PG_INSERT_READINGS, _columns(rows, 11))
+        await note_readings(self.connection, rows, _READING_COLUMNS)  # month summaries, same transaction
 
     async def advance_meters(self, rows: Sequence[tuple[Any, ...]]) -> None:
         if self.sqlite:
@@ -877,6 +880,7 @@ async def redecode(
             decoded = [processor.decode_raw(f.link, f.raw, keys) for f in frames]
             meters = await processor._meters_for(session, decoded)
             now = utcnow()
+            touched = {f.meter_id for f in frames if f.meter_id is not None}
             for frame, d in zip(frames, decoded, strict=True):
                 counts["frames"] += 1
                 await session.execute(delete(Reading).where(Reading.raw_frame_id == frame.id))
@@ -889,6 +893,7 @@ async def redecode(
                     counts["failed" if d.status != "ok" else "ok"] += 1
                     continue
                 counts["ok"] += 1
+                touched.add(meter.id)
                 rows = reading_rows(meter.id, frame.id, frame.received_at, d.records)
                 if rows:
                     await session.execute(_reading_insert(db), rows)
@@ -903,6 +908,7 @@ async def redecode(
                         last_raw_frame_id=frame.id,
                     )
                 )
+            await rebuild_months(session, touched)  # readings were deleted and rewritten
     return counts
 
 
