@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from central.api.billing import router as billing_router
 from central.api.commands import router as commands_router
 from central.api.deps import CentralState
+from central.api.errors import install as install_error_handlers
 from central.api.faults import router as faults_router
 from central.api.limits import BodyLimitMiddleware
 from central.api.meters_admin import router as meters_admin_router
@@ -109,6 +110,7 @@ def create_app(settings: Settings, *, start_ingest: bool = True) -> FastAPI:
     app.include_router(metrics_router)
     app.add_middleware(BodyLimitMiddleware)  # inside the metrics one: its 413s are counted too
     app.add_middleware(HttpMetricsMiddleware)
+    install_error_handlers(app)
     app.include_router(registration_router)
     from central.web.views import mount
 
