@@ -51,7 +51,9 @@ def _read_or_create(path: Path, make: bytes) -> bytes:
 def write_secret_atomically(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` (0600) so that a crash leaves either the old or the new file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    # Named like the file, so that a crash's leftover is excluded from backups with it
+    # (deploy/backup/backup.sh excludes meter-keys.fernet*).
+    tmp = path.with_name(f"{path.name}.tmp-{secrets.token_hex(4)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb") as handle:
