@@ -66,6 +66,11 @@ async def _nearest(
     return best[0], best[1], best[2]
 
 
+# Most meters read daily: a narrow window finds nearly every nearest reading with a few rows a meter,
+# and only the meters it misses are looked for again across the whole allowed gap.
+FIRST_WINDOW = timedelta(days=2)
+
+
 async def nearest_readings(
     session: AsyncSession, meters: Sequence[Meter], at: datetime, *, limit: timedelta
 ) -> dict[tuple[int, bool], tuple[datetime, Decimal, str]]:
@@ -74,18 +79,26 @@ async def nearest_readings(
     a tie); a reading at ``at`` itself is on both sides."""
     main = {m.id: reg for m in meters if (reg := MAIN_REGISTER.get(m.medium)) is not None}
     pairs = sorted(set(main.values()))
-    ids = sorted(main)
     out: dict[tuple[int, bool], tuple[datetime, Decimal, str]] = {}
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        both = union_all(
-            _ranked(chunk, pairs, at, limit, after=False), _ranked(chunk, pairs, at, limit, after=True)
-        ).subquery()
-        columns = ("after", "meter_id", "quantity", "unit", "read_at", "value", "register")
-        rows = await session.execute(select(*(both.c[name] for name in columns)).where(both.c.rank == 1))
-        for after, meter_id, quantity, unit, read_at, value, register in rows:
-            if main[meter_id] == (quantity, unit):
-                out[meter_id, bool(after)] = (read_at, value, register)
+    missing = {side: sorted(main) for side in (False, True)}
+    for width in sorted({min(limit, FIRST_WINDOW), limit}):
+        for start in range(0, max(len(ids) for ids in missing.values()), 500):
+            sides = [
+                _ranked(ids[start : start + 500], pairs, at, width, after=side)
+                for side, ids in missing.items()
+                if ids[start : start + 500]
+            ]
+            if not sides:
+                continue
+            ranked = (union_all(*sides) if len(sides) > 1 else sides[0]).subquery()
+            columns = ("after", "meter_id", "quantity", "unit", "read_at", "value", "register")
+            rows = await session.execute(
+                select(*(ranked.c[name] for name in columns)).where(ranked.c.rank == 1)
+            )
+            for after, meter_id, quantity, unit, read_at, value, register in rows:
+                if main[meter_id] == (quantity, unit):
+                    out[meter_id, bool(after)] = (read_at, value, register)
+        missing = {side: [m for m in ids if (m, side) not in out] for side, ids in missing.items()}
     return out
 
 

@@ -312,24 +312,27 @@ async def list_collectors(session: AsyncSession, who: Principal, now: datetime) 
 
 
 async def list_properties(session: AsyncSession, who: Principal) -> list[dict[str, Any]]:
-    rows = await session.execute(scope_properties(select(Property), who).order_by(Property.key))
-    out = []
-    for p in rows.scalars():
-        buildings = await session.execute(
-            select(Building).where(Building.property_id == p.id).order_by(Building.key)
+    props = list(
+        (await session.execute(scope_properties(select(Property), who).order_by(Property.key))).scalars()
+    )
+    # All their buildings in one query, not one per property.
+    buildings: dict[int, list[Building]] = defaultdict(list)
+    if props:
+        rows = await session.execute(
+            select(Building).where(Building.property_id.in_([p.id for p in props])).order_by(Building.key)
         )
-        out.append(
-            {
-                "id": p.key,
-                "name": p.name,
-                "address": p.address,
-                "city": p.city,
-                "buildings": [
-                    {"id": b.key, "name": b.name, "address": b.address} for b in buildings.scalars()
-                ],
-            }
-        )
-    return out
+        for b in rows.scalars():
+            buildings[b.property_id].append(b)
+    return [
+        {
+            "id": p.key,
+            "name": p.name,
+            "address": p.address,
+            "city": p.city,
+            "buildings": [{"id": b.key, "name": b.name, "address": b.address} for b in buildings[p.id]],
+        }
+        for p in props
+    ]
 
 
 async def list_apartments(
