@@ -3,17 +3,38 @@ gives: gaps shorter and longer than the first narrow window, a missing side, a m
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import pytest
+from central_testdata import BACKENDS, database_url
 from sqlalchemy import select
-from test_central_estimation import MARCH, T0, add_daily, db  # noqa: F401 - db is the fixture
+from test_central_estimation import MARCH, T0, add_daily, site
 
 from central.db import Database
 from central.estimation import EstimationLimits, point_consumption, property_consumption
+from central.keys import MeterKeyBox
 from central.models import Meter, MeterPoint, Property
+from central.site_import import import_site
 
 
-async def test_batched_property_figures_equal_point_by_point(db: Database) -> None:  # noqa: F811
+@pytest.fixture(params=BACKENDS)
+async def est_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    async with database_url(request, tmp_path) as url:
+        database = await Database.open(url)
+        try:
+            await import_site(database, site(), MeterKeyBox(tmp_path / "k"))
+            async with database.sessions.begin() as session:
+                for meter in (await session.execute(select(Meter))).scalars():
+                    meter.installed_at = datetime(2024, 1, 1, tzinfo=UTC)
+            yield database
+        finally:
+            await database.close()
+
+
+async def test_batched_property_figures_equal_point_by_point(est_db: Database) -> None:
+    db = est_db
     before = T0 - timedelta(days=20)
     await add_daily(db, "10000001", before, 60, "0.250")  # readings every day across both boundaries
     await add_daily(db, "10000002", before + timedelta(days=16), 1, "0", base="11.5")  # 4 days before
