@@ -469,11 +469,15 @@ def _medium(
     # Consumption pieces per apartment segment.
     seg_pieces: dict[tuple[str, str], list[_Piece]] = defaultdict(list)
     missing: dict[str, Missing] = {}
+    plain_cuts = [period.start, period.end]  # no move, no price change: shared, never modified
     for apt_id in sorted(apt_points):
         apt_segs = segs.get(apt_id)
         if not apt_segs:
             continue
-        cuts = sorted({period.start, period.end, *price_cuts, *(g.start for g in apt_segs)})
+        if len(apt_segs) == 1 and not price_cuts:
+            cuts = plain_cuts
+        else:
+            cuts = sorted({period.start, period.end, *price_cuts, *(g.start for g in apt_segs)})
         for point in apt_points[apt_id]:
             got = _pieces(point, cuts, price_cuts, run)
             if isinstance(got, Missing):
@@ -536,6 +540,7 @@ def _medium(
                     )
                 )
             notes.append(f"point {point_id} held: {miss.reason}")
+        price_texts: dict[Decimal, tuple[str, str]] = {}  # a price list has a few prices, every line one
         for seg in metered:
             seg_list = seg_pieces[seg.key]
             if len(seg_list) == 1:  # one meter point, no price change: nothing to group
@@ -550,11 +555,14 @@ def _medium(
                 if price is None:
                     stops.append(StopReason("missing_price", cfg.medium, f"no price valid on {start}", False))
                     continue
-                qty = sum((p.quantity for p in group), ZERO)
+                qty = ZERO + group[0].quantity if len(group) == 1 else sum((p.quantity for p in group), ZERO)
                 net = to_ore(mul(qty, price.unit_price), s.rounding)
                 flags = _flags(group, inp)
                 split = group[0].split_days
-                arith = f"{fmt(qty)} {cfg.unit} × {fmt(price.unit_price)} = {fmt(net)}"
+                price_fmt, price_sv = price_texts.get(price.unit_price) or price_texts.setdefault(
+                    price.unit_price, (fmt(price.unit_price), sv(price.unit_price))
+                )
+                arith = f"{fmt(qty)} {cfg.unit} × {price_fmt} = {fmt(net)}"
                 if split is not None:
                     whole = fmt(group[0].hard.quantity)
                     arith = f"{whole} {cfg.unit} × {split[0]}/{split[1]} days = {fmt(qty)}; {arith}"
@@ -569,7 +577,7 @@ def _medium(
                         unit=cfg.unit,
                         unit_price=price.unit_price,
                         net=net,
-                        text=f"{name} {sv(qty)} {cfg.unit} à {sv(price.unit_price)} kr",
+                        text=f"{name} {sv(qty)} {cfg.unit} à {price_sv} kr",
                         arithmetic=arith,
                         spans=_span_views(group),
                         flags=flags,
@@ -582,12 +590,17 @@ def _medium(
         fee_entry = _price_at(cfg.prices, period.start)
         fee = fee_entry.fixed_fee_per_month if fee_entry else ZERO
         if fee:
+            total = to_ore(fee * period.months, s.rounding)
+            months = Decimal(period.months)
+            head = f"{fmt(fee)} × {period.months} mån = {fmt(total)}; "
             for apt_id in sorted(apt_points):
                 apt_segs = segs.get(apt_id, [])
                 if not apt_segs:
                     continue
-                total = to_ore(fee * period.months, s.rounding)
-                parts = allocate(total, [(g.key, Decimal(g.days)) for g in apt_segs])
+                if len(apt_segs) == 1:  # what allocate gives one weight: the whole (öre) total
+                    parts = {apt_segs[0].key: total}
+                else:
+                    parts = allocate(total, [(g.key, Decimal(g.days)) for g in apt_segs])
                 lines.extend(
                     _line(
                         run,
@@ -595,13 +608,12 @@ def _medium(
                         charge=f"fee.{cfg.medium}",
                         medium=cfg.medium,
                         seg=g,
-                        quantity=Decimal(period.months),
+                        quantity=months,
                         unit="mån",
                         unit_price=fee,
                         net=parts[g.key],
                         text=f"{name} fast avgift",
-                        arithmetic=f"{fmt(fee)} × {period.months} mån = {fmt(total)}; "
-                        f"{g.days}/{period.days} days = {fmt(parts[g.key])}",
+                        arithmetic=f"{head}{g.days}/{period.days} days = {fmt(parts[g.key])}",
                     )
                     for g in apt_segs
                 )

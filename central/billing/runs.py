@@ -242,8 +242,8 @@ def lock(run: BillingRun, by: str, at: datetime, note: str = "") -> BillingRun:
 
 def make_line_id(run_id: str, *parts: str) -> str:
     """A stable id: the same charge in the same run always gets the same id (idempotent import)."""
-    h = hashlib.sha256("\x1f".join((run_id, *parts)).encode("utf-8")).hexdigest()
-    return f"{run_id}-{h[:16]}"
+    h = hashlib.sha256("\x1f".join((run_id, *parts)).encode("utf-8")).digest()
+    return f"{run_id}-{h[:8].hex()}"  # = the first 16 hex digits of the SHA-256
 
 
 def correction_lines(
