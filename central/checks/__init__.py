@@ -67,14 +67,17 @@ class _FlagRecord:
     storage: int
 
 
-# A check run reads, for a chunk of meters at once, what nearly every rule looks at: the billing and
-# flow registers over the longest usual window (the own-history rule's nine weeks), the latest
-# read-outs and the last day's frames. One query per chunk instead of a dozen per meter; a rule whose
-# window reaches further back (parameter overrides) falls back to its own query.
+# A check run reads, for a chunk of meters at once, what nearly every rule looks at: the billing
+# registers over the longest usual window (nine weeks for the media the own-history rule judges,
+# eight days for the others), flow over two days, the latest read-outs and the last day's frames.
+# One query per chunk instead of a dozen per meter; a rule whose window reaches further back
+# (parameter overrides) falls back to its own query.
 PREFETCH_SERIES = timedelta(days=64)
+PREFETCH_SERIES_SHORT = timedelta(days=8)
+PREFETCH_FLOW = timedelta(days=2)
+LONG_HISTORY_MEDIA = frozenset({"hot_water", "cold_water", "electricity"})
 PREFETCH_READOUT = timedelta(days=2)
 PREFETCH_FRAMES = timedelta(hours=24)
-_SERIES_QUANTITIES = ("energy", "volume", "flow")
 READOUT_COLUMNS = (
     Reading.meter_id,
     Reading.register,
@@ -94,9 +97,9 @@ _SeriesRow = tuple[str, str, str, datetime, Decimal, int | None]  # quantity, un
 class ChunkData:
     """Rows of a chunk of meters fetched together; each meter's part is read by its MeterContext."""
 
-    series_since: datetime
     readout_since: datetime
     frames_since: datetime
+    series_since: dict[tuple[int, str], datetime] = field(default_factory=dict)  # (meter, quantity)
     series: dict[int, list[_SeriesRow]] = field(default_factory=dict)  # oldest first
     readings: dict[int, list[Any]] = field(default_factory=dict)  # READOUT_COLUMNS, newest first
     reading_spans: dict[int, tuple[datetime | None, datetime | None]] = field(default_factory=dict)
@@ -109,11 +112,27 @@ class ChunkData:
     async def fetch(cls, session: AsyncSession, meters: list[Meter], now: datetime) -> ChunkData:
         ids = [m.id for m in meters]
         data = cls(
-            series_since=now - PREFETCH_SERIES,
             readout_since=now - PREFETCH_READOUT,
             frames_since=now - PREFETCH_FRAMES,
             meters=frozenset(ids),
         )
+        long_ids = [m.id for m in meters if m.medium in LONG_HISTORY_MEDIA]
+        short_ids = [m.id for m in meters if m.medium not in LONG_HISTORY_MEDIA]
+        parts = [
+            (long_ids, ("energy", "volume"), now - PREFETCH_SERIES),
+            (short_ids, ("energy", "volume"), now - PREFETCH_SERIES_SHORT),
+            (ids, ("flow",), now - PREFETCH_FLOW),
+        ]
+        conditions = []
+        for part_ids, quantities, since in parts:
+            if not part_ids:
+                continue
+            for meter_id in part_ids:
+                for quantity in quantities:
+                    data.series_since[(meter_id, quantity)] = since
+            conditions.append(
+                Reading.meter_id.in_(part_ids) & Reading.quantity.in_(quantities) & (Reading.read_at >= since)
+            )
         rows = await session.execute(
             select(
                 Reading.meter_id,
@@ -124,8 +143,8 @@ class ChunkData:
                 Reading.value,
                 Reading.raw_frame_id,
             )
-            .where(Reading.meter_id.in_(ids), Reading.read_at >= data.series_since)
-            .where(Reading.quantity.in_(_SERIES_QUANTITIES), Reading.function == "instantaneous")
+            .where(or_(*conditions))
+            .where(Reading.function == "instantaneous")
             .where(Reading.storage == 0, Reading.tariff == 0, Reading.subunit == 0)
             .order_by(Reading.meter_id, Reading.read_at)
         )
@@ -224,11 +243,12 @@ class MeterContext:
         key = ("series", quantity, unit, since, function)
         if key in self._cache:
             return self._cache[key]  # type: ignore[no-any-return]
+        fetched = self.chunk.series_since.get((self.meter.id, quantity)) if self.chunk is not None else None
         if (
             self.chunk is not None
             and function == "instantaneous"
-            and quantity in _SERIES_QUANTITIES
-            and self._chunk_has(since, self.chunk.series_since)
+            and fetched is not None
+            and since >= fetched
         ):
             window = [
                 (reg, at, value, frame)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from sqlalchemy import select
 
 from central.checks import REGISTRY, run_collector_checks, run_meter_checks
 from central.db import Database
-from central.faults import FaultTransitionError, transition
+from central.faults import FaultTransitionError, raise_fault, transition
 from central.ingest import IngestProcessor
 from central.models import Fault, FaultEvent, Meter
 from central.site_import import import_site
@@ -238,6 +239,37 @@ async def test_rollover_is_reported_as_info(history: History) -> None:
     assert "rolled over" in faults[0].message
 
 
+async def test_reset_of_a_meter_near_a_power_of_ten_is_no_rollover(history: History) -> None:
+    """A 32-bit register reset from 95.3 m³ to zero: 95.3 is near 100, but no water meter wraps at
+    100 m³, so this is a fault; an 8-digit BCD register wraps exactly at its range."""
+    from central.checks.rules import register_capacity
+
+    await history.feed(T0, water_frame(95_300))
+    await history.feed(T0 + timedelta(hours=1), water_frame(0))
+    faults = await history.check("register_backwards", T0 + timedelta(hours=2))
+    assert faults[0].severity == "warning"
+    assert register_capacity("0c13", Decimal("95.300"), "volume") == Decimal("100000")
+    assert register_capacity("0413", Decimal("95.300"), "volume") == Decimal("10000")
+    assert register_capacity("0413", Decimal("99999.500"), "volume") == Decimal("100000")
+
+
+async def test_a_note_that_becomes_a_warning_is_recorded_in_the_history(history: History) -> None:
+    await history.feed(T0, water_frame(99_999_500))
+    await history.feed(T0 + timedelta(hours=1), water_frame(300))
+    assert (await history.check("register_backwards", T0 + timedelta(hours=2)))[0].severity == "info"
+    # A week later the rollover is out of the window and the register drops for real.
+    await history.feed(T0 + timedelta(days=7, hours=3), water_frame(300))
+    await history.feed(T0 + timedelta(days=8), water_frame(200))
+    later = T0 + timedelta(days=8, hours=1)
+    [fault] = await history.check("register_backwards", later)
+    assert fault.severity == "warning"
+    async with history.db.sessions() as session:
+        query = select(FaultEvent.kind, FaultEvent.at).where(FaultEvent.fault_id == fault.id)
+        events = [(kind, at) for kind, at in (await session.execute(query)).all()]
+    assert ("escalated", later) in events
+    assert fault.first_seen_at == T0 + timedelta(hours=2)  # still the note's
+
+
 async def test_stuck_register(history: History) -> None:
     for day in range(16):
         await history.feed(T0 + timedelta(days=day), water_frame(5000))
@@ -251,6 +283,23 @@ async def test_stuck_register(history: History) -> None:
     # Nothing moves in O2: it stands empty, which is no meter fault.
     assert len(await history.check("stuck_register", now, serial=IDLE)) == 1
     assert len(await history.check("stuck_register", now, require_tenant=True)) == 1  # O1 has a tenant
+
+
+async def test_stuck_register_takes_no_evidence_from_a_faulty_meter(history: History) -> None:
+    """The hot water meter moves only because it leaks (an open fault): the flat may stand empty."""
+    for day in range(16):
+        await history.feed(T0 + timedelta(days=day), water_frame(5000))
+        await history.feed(T0 + timedelta(days=day, minutes=1), water_frame(3000 + 20 * day, ident=HOT))
+    now = T0 + timedelta(days=16)
+    [stuck] = await history.check("stuck_register", now)
+    assert stuck.state == "open"  # evidence from the moving hot water meter
+    async with history.db.sessions.begin() as session:
+        await raise_fault(
+            session, "continuous_flow", at=now, severity="warning", message="leak",
+            meter_id=await history.meter_id(HOT),
+        )  # fmt: skip
+    [stuck] = await history.check("stuck_register", now + timedelta(hours=1))
+    assert stuck.state == "resolved"
 
 
 async def test_continuous_flow_is_a_leak_unless_flow_stops(history: History) -> None:
