@@ -21,6 +21,7 @@ from tests.reliability.scenarios import (
     QUICK,
     Sizes,
     broker_restart,
+    broker_restart_held,
     broker_unreachable,
     clock_jumps,
     collector_kill,
@@ -66,21 +67,20 @@ def main(argv: list[str] | None = None) -> int:
         pg: PrivatePostgres | None = None
         if PrivatePostgres.available() is None:
             pg = PrivatePostgres(root / "postgres").start()
-        scenarios: list[Callable[[], Figures]] = [
-            lambda: broker_unreachable(root, sizes),
-            lambda: broker_restart(root, sizes),
-            lambda: collector_kill(root, sizes),
-            lambda: worker_kill(root, sizes),
-            lambda: database_restart(root, sizes, pg),
-            lambda: disk_full(root, sizes),
-            lambda: clock_jumps(root, sizes),
-            lambda: duplicates_reordered(root, sizes, pg),
-        ]
-        names = ["broker_unreachable", "broker_restart", "collector_kill", "worker_kill", "database_restart",
-                 "disk_full", "clock_jumps", "duplicates_reordered"]
+        scenarios: dict[str, Callable[[], Figures]] = {
+            "broker_unreachable": lambda: broker_unreachable(root, sizes),
+            "broker_restart": lambda: broker_restart(root, sizes),
+            "broker_restart_held": lambda: broker_restart_held(root, sizes),
+            "collector_kill": lambda: collector_kill(root, sizes),
+            "worker_kill": lambda: worker_kill(root, sizes),
+            "database_restart": lambda: database_restart(root, sizes, pg),
+            "disk_full": lambda: disk_full(root, sizes),
+            "clock_jumps": lambda: clock_jumps(root, sizes),
+            "duplicates_reordered": lambda: duplicates_reordered(root, sizes, pg),
+        }
         rows: list[Figures] = []
         try:
-            for name, run in zip(names, scenarios, strict=True):
+            for name, run in scenarios.items():
                 if args.only and not any(o in name for o in args.only):
                     continue
                 t0 = time.monotonic()

@@ -226,6 +226,36 @@ def broker_restart(root: Path, sizes: Sizes) -> Figures:
     return figures
 
 
+def broker_restart_held(root: Path, sizes: Sizes) -> Figures:
+    """The same restart done the way docs/OPERATIONS.md says: collectors kept off the broker until
+    every ingest worker has subscribed again (here the network path; in production a firewall rule)."""
+    figures = Figures("broker restarted, collectors held off until ingest resubscribed")
+    with lab(root, "broker-restart-held") as lab_:
+        building, segment = lab_.building(39)
+        workers = lab_.workers(1)
+        path = lab_.add(NetworkPath(lab_.broker.port), NetworkPath.close)
+        collector = lab_.collector(building, segment, mqtt_url=path.url).start()
+        _drain(collector, lab_, 60, "the first poll to be stored")
+        subscribes = [lab_.broker.count(f"Received SUBSCRIBE from {w.client_id}") for w in workers]
+        path.down()
+        lab_.broker.stop()
+        max_depth, _assigned = _outage(lab_, collector, sizes.outage_s / 3)
+        lab_.broker.start()
+        wait_for(lambda: all(lab_.broker.count(f"Received SUBSCRIBE from {w.client_id}") > n
+                             for w, n in zip(workers, subscribes, strict=True)), 60,
+                 "the workers to subscribe again", step=0.2)
+        path.up()
+        began = time.monotonic()
+        _drain(collector, lab_, 120, "the backlog to drain")
+        figures.recovery_s = time.monotonic() - began
+        sent = _finish(collector, lab_)
+        figures.note = (f"{sizes.outage_s / 3:.0f} s broker outage, up to {max_depth} frames in the outbox; "
+                        "the collectors' path opened only after the workers' SUBSCRIBE was in the broker log; "
+                        "recovery includes the collector's reconnect backoff")
+        lab_.tally(figures, sent)
+    return figures
+
+
 # --- (2) kill -9 of the collector mid-publication -------------------------------------------------
 
 
