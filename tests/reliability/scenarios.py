@@ -249,9 +249,9 @@ def broker_restart_held(root: Path, sizes: Sizes) -> Figures:
         _drain(collector, lab_, 120, "the backlog to drain")
         figures.recovery_s = time.monotonic() - began
         sent = _finish(collector, lab_)
-        figures.note = (f"{sizes.outage_s / 3:.0f} s broker outage, up to {max_depth} frames in the outbox; "
-                        "the collectors' path opened only after the workers' SUBSCRIBE was in the broker log; "
-                        "recovery includes the collector's reconnect backoff")
+        figures.note = (f"{sizes.outage_s / 3:.0f} s broker outage, up to {max_depth} frames in the "
+                        "outbox; the collectors' path opened only after the workers' SUBSCRIBE was in "
+                        "the broker log; recovery includes the collector's reconnect backoff")
         lab_.tally(figures, sent)
     return figures
 
