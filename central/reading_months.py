@@ -136,7 +136,8 @@ _PG_UPSERT = (
 
 
 def _write(connection: Connection, summaries: Iterable[Summary]) -> None:
-    rows = [tuple(getattr(s, name) for name in _SUMMARY_COLUMNS) for s in summaries]
+    # In key order: parallel ingest workers then lock shared rows in one order and cannot deadlock.
+    rows = sorted(tuple(getattr(s, name) for name in _SUMMARY_COLUMNS) for s in summaries)
     if not rows:
         return
     if connection.dialect.name == "sqlite":
