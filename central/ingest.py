@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from itertools import chain
 from typing import Any
 
 from sqlalchemy import bindparam, case, delete, insert, or_, select, update
@@ -312,14 +314,50 @@ _PG_ADVANCE_METERS = (
     "last_status = u.st FROM unnest($1::int[], $2::timestamptz[], $3::bigint[], $4::int[]) "
     "AS u(id, at, raw, st) WHERE m.id = u.id AND (m.last_reading_at IS NULL OR m.last_reading_at <= u.at)"
 )
-_SQLITE_INSERT_READINGS = (
-    f"INSERT INTO reading ({_READING_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT DO NOTHING"
-)
+# SQLite: many rows per statement, not executemany. Python's sqlite3 releases the GIL around each
+# sqlite3_step, i.e. once per row with executemany; while the event loop's thread decodes the next
+# group, getting the GIL back costs the database thread up to a switch interval (5 ms) per row. A
+# multi-row statement is one step: SQLite does all its rows with the GIL released, in parallel with
+# the decoding, and there is less per-row overhead in the driver as well.
+_SQLITE_READINGS_PER_STATEMENT = 2048  # 11 parameters each, under SQLite's 32,766
+_SQLITE_METERS_PER_STATEMENT = 4096  # 4 parameters each
+_SQLITE_INSERT_READINGS = (f"INSERT INTO reading ({_READING_COLUMNS}) VALUES ", " ON CONFLICT DO NOTHING")
+# Late and out-of-order frames are normal: "latest" only moves forwards.
 _SQLITE_ADVANCE_METERS = (
-    "UPDATE meter SET last_reading_at = ?2, last_frame_at = ?2, last_raw_frame_id = ?3, last_status = ?4 "
-    "WHERE id = ?1 AND (last_reading_at IS NULL OR last_reading_at <= ?2)"
+    "WITH u(id, at, raw, st) AS (VALUES ",
+    ") UPDATE meter SET last_reading_at = u.at, last_frame_at = u.at, last_raw_frame_id = u.raw, "
+    "last_status = u.st FROM u WHERE meter.id = u.id "
+    "AND (meter.last_reading_at IS NULL OR meter.last_reading_at <= u.at)",
 )
+
+
+@functools.cache
+def _values_sql(head: str, tail: str, width: int, rows: int) -> str:
+    row = "(" + ", ".join(["?"] * width) + ")"
+    return head + ", ".join([row] * rows) + tail
+
+
+def _sqlite_chunks(total: int, most: int) -> Iterator[tuple[int, int]]:
+    """(start, size) over ``total`` rows: chunks of ``most``, then the rest in powers of two, so that
+    a few distinct statements (each prepared once, then cached by the driver) serve any group."""
+    start = 0
+    while total - start >= most:
+        yield start, most
+        start += most
+    size = most
+    while start < total:
+        size //= 2
+        if total - start >= size:
+            yield start, size
+            start += size
+
+
+async def _sqlite_many(
+    connection: Any, sql: tuple[str, str], rows: Sequence[tuple[Any, ...]], width: int, most: int
+) -> None:
+    for start, size in _sqlite_chunks(len(rows), most):
+        statement = _values_sql(sql[0], sql[1], width, size)
+        await connection.exec_driver_sql(statement, tuple(chain.from_iterable(rows[start : start + size])))
 
 
 class _RowWriter:
@@ -355,14 +393,16 @@ class _RowWriter:
 
     async def insert_readings(self, rows: Sequence[tuple[Any, ...]]) -> None:
         if self.sqlite:
-            await self.connection.exec_driver_sql(_SQLITE_INSERT_READINGS, list(rows))
+            await _sqlite_many(
+                self.connection, _SQLITE_INSERT_READINGS, rows, 11, _SQLITE_READINGS_PER_STATEMENT
+            )
         else:
             await self.connection.exec_driver_sql(_PG_INSERT_READINGS, _columns(rows, 11))
         await note_readings(self.connection, rows, _READING_COLUMNS)  # month summaries, same transaction
 
     async def advance_meters(self, rows: Sequence[tuple[Any, ...]]) -> None:
         if self.sqlite:
-            await self.connection.exec_driver_sql(_SQLITE_ADVANCE_METERS, list(rows))
+            await _sqlite_many(self.connection, _SQLITE_ADVANCE_METERS, rows, 4, _SQLITE_METERS_PER_STATEMENT)
         else:
             await self.connection.exec_driver_sql(_PG_ADVANCE_METERS, _columns(rows, 4))
 
