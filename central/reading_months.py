@@ -19,8 +19,9 @@ out-of-order and repeated readings fold to the same row. On equal timestamps the
 wins, as the stored reading does (ingest is idempotent on (meter, register, timestamp)).
 
 Writers keep it current in their own transaction: :func:`note_readings` after inserting readings
-(ingest), :func:`rebuild` for the meters whose readings were deleted or rewritten (re-decode, meter
-deletion) or bulk-loaded behind the writers' back (benchmarks, migrations).
+(ingest, manual readings), :func:`rebuild` for the meters whose readings were deleted and rewritten
+(re-decode) or bulk-loaded behind the writers' back (benchmarks, migration 0004 on a database with
+history). A writer that adds readings any other way must do one of the two.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from central.checks import MAIN_REGISTER
-from central.models import Reading, ReadingMonth
+from central.models import Meter, Reading, ReadingMonth
 
 CANDIDATES = frozenset(MAIN_REGISTER.values())
 _QUANTITIES = sorted({q for q, _u in CANDIDATES})
@@ -225,8 +226,6 @@ def _candidate_rows(connection: Connection, meter_ids: Sequence[int]) -> Iterabl
 
 def rebuild_sync(connection: Connection, meter_ids: Iterable[int] | None = None) -> int:
     """Recompute the month rows of these meters (all meters: None) from their readings; row count."""
-    from central.models import Meter
-
     if meter_ids is None:
         connection.execute(delete(ReadingMonth))
         ids = list(connection.execute(select(Meter.id).order_by(Meter.id)).scalars())
