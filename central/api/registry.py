@@ -27,6 +27,7 @@ from central.estimation import FALLBACKS, EstimationLimits, point_consumption, p
 from central.models import (
     Apartment,
     AuditLog,
+    BillingLineRecord,
     Building,
     Collector,
     Meter,
@@ -34,6 +35,7 @@ from central.models import (
     Property,
     RawFrame,
     Reading,
+    Tenancy,
     utcnow,
 )
 from central.queries import collector_dict, meter_dict
@@ -428,7 +430,11 @@ async def change_apartment(
 @router.delete("/apartments/{ref}", status_code=204, tags=["properties"])
 async def delete_apartment(who: Editor, session: SessionDep, ref: int) -> Response:
     apartment, _prop = await _apartment(session, who, ref)
-    dependants = (("meter points", MeterPoint, MeterPoint.apartment_id),)
+    dependants = (
+        ("meter points", MeterPoint, MeterPoint.apartment_id),
+        ("tenancies", Tenancy, Tenancy.apartment_id),
+        ("billing lines", BillingLineRecord, BillingLineRecord.apartment_id),
+    )
     return await _delete_unless_used(
         session, who, apartment, kind="apartment", ref=ref, dependants=dependants
     )

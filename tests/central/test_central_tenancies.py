@@ -119,6 +119,26 @@ async def test_crud_roles_scope_and_overlaps(app: FastAPI, client: httpx.AsyncCl
     assert (await client.delete(f"/api/billing/tenancies/{second['id']}", headers=board2)).status_code == 403
     assert (await client.delete(f"/api/billing/tenancies/{second['id']}", headers=staff)).status_code == 204
     assert [t["tenant_ref"] for t in (await client.get(url, headers=staff)).json()] == ["K-100"]
+    # An apartment with a tenancy is not deleted from under it (409 naming what is in the way).
+    r = await client.post(
+        "/api/properties/BRF-2/apartments",
+        json={"object_number": "OBJ-9", "number": "1009", "building": "A", "area_m2": "30"},
+        headers=staff,
+    )
+    assert r.status_code == 201, r.text
+    spare = r.json()["ref"]
+    r = await client.post(
+        f"/api/billing/apartments/{spare}/tenancies",
+        json={"tenant_ref": "K-9", "move_in": "2025-01-01"},
+        headers=staff,
+    )
+    assert r.status_code == 201
+    tenancy_id = r.json()["id"]
+    r = await client.delete(f"/api/apartments/{spare}", headers=staff)
+    assert r.status_code == 409
+    assert "tenancies" in r.json()["detail"]
+    assert (await client.delete(f"/api/billing/tenancies/{tenancy_id}", headers=staff)).status_code == 204
+    assert (await client.delete(f"/api/apartments/{spare}", headers=staff)).status_code == 204
 
 
 REGISTER = (
