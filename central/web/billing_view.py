@@ -118,6 +118,8 @@ async def unit_prices(
         latest: dict[str, tuple[date, str]] = {}
         totals: dict[tuple[str, str], list[Decimal]] = {}
         for medium, run_id, period_from, net, qty in sums.all():
+            if medium is None or qty is None:
+                continue  # excluded by the query; here for the type checker
             key = (medium, run_id)
             acc = totals.setdefault(key, [Decimal(0), Decimal(0)])
             acc[0] += net
@@ -223,13 +225,13 @@ async def archive_entries(
             for row in (await session.execute(query)).all()
         )
     if kind in ("", "supplier_invoice"):
-        query = select(BillingSupplierInvoice).where(BillingSupplierInvoice.property_id == property_id)
+        inv_query = select(BillingSupplierInvoice).where(BillingSupplierInvoice.property_id == property_id)
         if month is not None:
-            query = query.where(
+            inv_query = inv_query.where(
                 BillingSupplierInvoice.period_from <= month, BillingSupplierInvoice.period_to > month
             )
         if needle is not None:
-            query = query.where(
+            inv_query = inv_query.where(
                 or_(
                     func.lower(BillingSupplierInvoice.supplier).like(needle),
                     func.lower(BillingSupplierInvoice.reference).like(needle),
@@ -239,7 +241,7 @@ async def archive_entries(
         invoices = list(
             (
                 await session.execute(
-                    query.order_by(BillingSupplierInvoice.period_from.desc(), BillingSupplierInvoice.id)
+                    inv_query.order_by(BillingSupplierInvoice.period_from.desc(), BillingSupplierInvoice.id)
                 )
             )
             .scalars()
