@@ -321,8 +321,9 @@ def worker_kill(root: Path, sizes: Sizes) -> Figures:
                  and collector.outbox()[0] == 0, 120, "the backlog to be stored", step=0.2)
         figures.recovery_s = time.monotonic() - began
         sent = fleet.keys | _finish(collector, lab_)
-        figures.note = (f"killed with {seen_at_kill - at_kill} frames received by the broker but not stored; "
-                        f"{backlog} waiting at restart (same client id)")
+        figures.note = (f"killed with {seen_at_kill - at_kill} frames on the wire not yet stored (in the "
+                        f"worker's hands or queued for it); {backlog} waiting at restart (same client id); "
+                        "recovery includes the worker's start-up")
         lab_.tally(figures, sent)
     return figures
 
