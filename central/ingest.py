@@ -966,11 +966,19 @@ class MqttIngest:
         persistent_session: bool = True,
         max_group: int = 64,
         subscribe: bool = True,
+        pipeline: bool | None = None,
     ) -> None:
         self.processor = processor
         # Messages stored per transaction at most. The broker bounds it as well: it keeps at most
         # its in-flight window (Mosquitto's max_inflight_messages, default 20) unacknowledged.
         self.max_group = max(1, max_group)
+        # Decode the next group while the previous one is written (see _work). Default: with
+        # PostgreSQL only. There the database works in its own processes, in parallel; SQLite works
+        # in this process, in the driver's thread, which needs the GIL for every statement and
+        # result - the decoding holds it, so overlapping mostly makes the commits wait, and the
+        # groups (bounded by the broker's in-flight window) get smaller.
+        db = getattr(processor, "db", None)
+        self.pipeline = (db is not None and not db.is_sqlite) if pipeline is None else pipeline
         # Called after a group is committed and acknowledged, with its messages and the wall-clock
         # time of the commit (the ingest benchmark measures end-to-end latency with it).
         self.on_committed: Callable[[Sequence[tuple[str, bytes]], float], None] | None = None
@@ -1097,14 +1105,15 @@ class MqttIngest:
         self._call(self._queue.put_nowait, (message.mid, message.qos, message.topic, bytes(message.payload)))
 
     # --- asyncio side ------------------------------------------------------------------------
-    # Two stages with at most one group between them: while group N is written and committed (the
-    # database's own work and the fsync run in the driver's thread or the server), group N+1 is
-    # parsed and decoded here. Groups are committed, and then acknowledged, in receipt order.
+    # Two stages with at most one group between them: with ``pipeline``, while group N is written
+    # and committed, group N+1 is parsed and decoded here; without, a group is prepared only once
+    # the previous one is acknowledged. Groups are committed, and then acknowledged, in receipt order.
     async def _work(self) -> None:
         queue = self._queue
         handoff: asyncio.Queue[tuple[list[tuple[int, int, str, bytes]], PreparedGroup | None, bool]]
         handoff = asyncio.Queue(maxsize=1)
-        writer = asyncio.create_task(self._write(handoff), name="ingest-writer")
+        written = asyncio.Event()
+        writer = asyncio.create_task(self._write(handoff, written), name="ingest-writer")
         try:
             while True:
                 group = [await queue.get()]
@@ -1119,14 +1128,19 @@ class MqttIngest:
                 except Exception:
                     log.exception("preparing %d messages failed; storing them one by one", len(group))
                     prepared, ok = None, False
+                written.clear()
                 await handoff.put((group, prepared, ok))
+                if not self.pipeline:
+                    await written.wait()
         finally:
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
 
     async def _write(
-        self, handoff: asyncio.Queue[tuple[list[tuple[int, int, str, bytes]], PreparedGroup | None, bool]]
+        self,
+        handoff: asyncio.Queue[tuple[list[tuple[int, int, str, bytes]], PreparedGroup | None, bool]],
+        written: asyncio.Event,
     ) -> None:
         while True:
             group, prepared, ok = await handoff.get()
@@ -1140,6 +1154,7 @@ class MqttIngest:
                     self.acked += 1
             if self.on_committed is not None:
                 self.on_committed([(topic, payload) for _mid, _qos, topic, payload in group], committed)
+            written.set()
 
     async def _store(
         self, group: Sequence[tuple[int, int, str, bytes]], prepared: PreparedGroup | None, ok: bool
