@@ -195,6 +195,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "exported": "exporterad",
         "locked": "låst",
         "stopped": "stoppad",
+        "tenancies": "Hyresgäster och medlemmar (in- och utflyttning)",
+        "move_in": "Inflyttning",
+        "move_out": "Utflyttning (första dag ej boende)",
     },
     "en": {
         "app": "IMD central",
@@ -379,6 +382,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "exported": "exported",
         "locked": "locked",
         "stopped": "stopped",
+        "tenancies": "Tenants and members (moves)",
+        "move_in": "Move-in",
+        "move_out": "Move-out (first day not living here)",
     },
 }
 

@@ -23,6 +23,7 @@ from central.models import (
     Meter,
     MeterPoint,
     Property,
+    Tenancy,
 )
 from central.queries import scope_meters, scope_properties
 from central.web.billing_view import (
@@ -253,6 +254,18 @@ def mount_pages(app: FastAPI, html: Wrap) -> None:
             )
             series = await _series(session, [m for m, _mp in meters], _since(_today()), grain)
             bases = await bases_for_meters(session, [m.id for m, _mp in meters])
+            # Who lived here when: staff and the board; a resident does not see other people's names.
+            stays = (
+                []
+                if who.role == "resident"
+                else list(
+                    (
+                        await session.execute(
+                            select(Tenancy).where(Tenancy.apartment_id == apt.id).order_by(Tenancy.move_in)
+                        )
+                    ).scalars()
+                )
+            )
         by_medium: dict[str, DailySeries] = {}
         for m, mp in meters:
             if m.id in series:
@@ -278,6 +291,10 @@ def mount_pages(app: FastAPI, html: Wrap) -> None:
             )
         tables["apartment_meters"] = mtable
         tables["billing_bases"] = bases_table(t, "billing_bases", bases)
+        tenancies = Table("tenancies", [t("tenant_ref"), t("name"), t("move_in"), t("move_out")])
+        for stay in stays:
+            tenancies.rows.append([stay.tenant_ref, stay.name or "–", stay.move_in, stay.move_out])
+        tables["tenancies"] = tenancies
         return render(
             p,
             "apartment.html",

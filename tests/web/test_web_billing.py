@@ -309,3 +309,20 @@ async def test_meter_and_apartment_pages_link_readings_to_billing_bases(
     apartment = page.text.split('href="/apartments/', 1)[1].split('"', 1)[0]
     rows = _csv(await _get(client, "res-1", f"/apartments/{apartment}?csv=billing_bases"))[1:]
     assert sorted(r[2] for r in rows) == ["Kallvatten", "Värme"]
+
+
+async def test_apartment_page_shows_tenancies_to_the_board_not_to_residents(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    async with app.state.central.db.sessions() as session:
+        meter = (await session.execute(select(Meter).where(Meter.serial == "30000000"))).scalar_one()
+    page = await _get(client, "board-w", f"/meters/{meter.id}")
+    apartment = page.text.split('href="/apartments/', 1)[1].split('"', 1)[0]
+    admin = {"Authorization": f"Bearer {await _token(client, 'admin')}"}
+    body = {"tenant_ref": "T-OBJ-1", "name": "Karin Lind", "move_in": "2019-05-01"}
+    r = await client.post(f"/api/billing/apartments/{apartment}/tenancies", json=body, headers=admin)
+    assert r.status_code == 201, r.text
+    rows = _csv(await _get(client, "board-w", f"/apartments/{apartment}?csv=tenancies"))
+    assert rows[1][:3] == ["T-OBJ-1", "Karin Lind", "2019-05-01"]
+    assert _csv(await _get(client, "res-1", f"/apartments/{apartment}?csv=tenancies"))[1:] == []
+    assert "Karin Lind" not in (await _get(client, "res-1", f"/apartments/{apartment}")).text
