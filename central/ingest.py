@@ -508,7 +508,8 @@ class IngestProcessor:
         keybox: MeterKeyBox | None = None,
     ) -> None:
         self.db = db
-        self._decoder = decoder
+        # Resolved once: an import statement per frame costs more than a short frame's decoding.
+        self._decoder = decoder or _decoder()
         self.keybox = keybox
         self._formats: Any = None
         self.stats = IngestStats()
