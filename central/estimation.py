@@ -93,6 +93,7 @@ class Prefetch:
     period: tuple[datetime, datetime]
     gap: timedelta
     meters: dict[int, list[Meter]] = field(default_factory=dict)
+    apartments: dict[int, Apartment] = field(default_factory=dict)
     near: dict[tuple[int, datetime, bool], tuple[datetime, Decimal] | None] = field(default_factory=dict)
 
 
@@ -372,14 +373,20 @@ async def point_consumption(
     """The point's consumption over [start, end): measured where it can be, else estimated by the
     first of ``limits.fallbacks`` that works, for the missing part of the period only."""
     cache = {} if cache is None else cache
-    apartment = await session.get(Apartment, point.apartment_id) if point.apartment_id else None
+    if point.apartment_id is None:
+        apartment = None
+    elif prefetch is not None and point.apartment_id in prefetch.apartments:
+        apartment = prefetch.apartments[point.apartment_id]
+    else:
+        apartment = await session.get(Apartment, point.apartment_id)
     if point.id not in cache:
         cache[point.id] = await measured_consumption(
             session, point, apartment, start, end, limits=limits, prefetch=prefetch
         )
-    result = replace(cache[point.id], segments=list(cache[point.id].segments), basis={})
-    if result.method in MEASURED_METHODS and result.missing_fraction == 0:
-        return result
+    measured = cache[point.id]
+    if measured.method in MEASURED_METHODS and measured.missing_fraction == 0:
+        return measured  # complete: nothing below changes it, so no copy is needed
+    result = replace(measured, segments=list(measured.segments), basis={})
     fraction = result.missing_fraction if result.consumption is not None else Decimal(1)
     known = result.consumption or Decimal(0)
     main = MAIN_REGISTER.get(point.medium)
@@ -508,7 +515,7 @@ async def property_prefetch(
     apartments = list(
         (await session.execute(select(Apartment).where(Apartment.property_id == property_id))).scalars()
     )
-    prefetch = Prefetch((start, end), limits.max_interpolation_gap)
+    prefetch = Prefetch((start, end), limits.max_interpolation_gap, apartments={a.id: a for a in apartments})
     rows = await session.execute(
         select(Meter, MeterPoint.id)
         .join(MeterPoint, Meter.meter_point_id == MeterPoint.id)
