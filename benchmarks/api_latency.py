@@ -14,7 +14,7 @@ requests, then ``--requests`` timed ones (stopping early after ``--budget`` seco
 ``--min-requests``), with the meter, apartment or fault rotated through a fixed random sample so that the
 figures are not one cached row. Goals: API p95 < 100 ms (issue 7), page p95 < 200 ms (issue 9).
 
-``python -m benchmarks.api_latency [--meters 10000] [--days 365] [--requests 200] [--keep DIR]``
+``python -m benchmarks.api_latency [--meters 10000] [--days 365] [--requests 200] [--keep DIR] [--only TEXT]``
 """
 
 from __future__ import annotations
@@ -504,6 +504,7 @@ def run_requests(
     budget_s: float,
     min_requests: int,
     cpu: Callable[[], float] | None = None,
+    only: str | None = None,
 ) -> list[Result]:
     import sqlite3
 
@@ -583,6 +584,8 @@ def run_requests(
             ("collectors", "board", board, lambda i: "/api/collectors"),
         ]  # fmt: skip
         for name, who, headers, urls in api:
+            if only is not None and only not in name:
+                continue
             client.headers.clear()
             client.headers.update(headers)
             results.append(timed(client, name, "api", who, urls, **kw))  # type: ignore[arg-type]
@@ -613,6 +616,8 @@ def run_requests(
     clients = {"admin": login_cookie(base, ADMIN), "board": login_cookie(base, BOARD)}
     try:
         for name, who, urls in pages:
+            if only is not None and only not in name:
+                continue
             results.append(timed(clients[who], name, "page", who, urls, **kw))  # type: ignore[arg-type]
             _progress(results[-1])
     finally:
@@ -656,6 +661,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    parser.add_argument("--only", help="time only the endpoints whose name contains this text")
     args = parser.parse_args(argv)
     if args.serve is not None:
         serve(args.serve, args.port)
@@ -701,6 +707,7 @@ def main(argv: list[str]) -> int:
                 budget_s=args.budget,
                 min_requests=args.min_requests,
                 cpu=lambda: cpu_seconds(pid),
+                only=args.only,
             )
     print()
     print(f"central over HTTP (uvicorn, 1 process, SQLite), sequential requests, {os.cpu_count()} CPUs")
