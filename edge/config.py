@@ -69,6 +69,14 @@ class MqttConfig(_Model):
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     batch_max_frames: int = Field(default=100, ge=1, le=1000)
     max_inflight_batches: int = Field(default=10, ge=1, le=100)
+    # "receipt": an outbox row is deleted when central's receipt says it is committed there (a
+    # broker's PUBACK alone is not enough: a restarted Mosquitto can acknowledge and then drop);
+    # "puback": deleted on the broker's PUBACK, for a central that sends no receipts.
+    delete_after: Literal["receipt", "puback"] = "receipt"
+    receipt_timeout_s: float = Field(
+        default=300.0, ge=5, le=7 * 86400,
+        description="link-up seconds to wait for a receipt before publishing a frame again",
+    )
 
     @field_validator("url")
     @classmethod

@@ -203,6 +203,8 @@ class Collector:
             self.connection,
             batch_max_frames=cfg.mqtt.batch_max_frames,
             max_inflight=cfg.mqtt.max_inflight_batches,
+            delete_after=cfg.mqtt.delete_after,
+            receipt_timeout_s=cfg.mqtt.receipt_timeout_s,
         )
         self.connection.on_command = self._on_command
         previous_connected = self.connection.on_connected
@@ -445,6 +447,7 @@ class Collector:
             at=datetime.now(UTC),
             uptime_s=round(time.monotonic() - self.started, 1),
             outbox_depth=stats.depth,
+            outbox_awaiting_receipt=stats.awaiting_receipt,
             outbox_oldest_age_s=round(stats.oldest_age_s, 1) if stats.oldest_age_s is not None else None,
             last_polls=[w.last_poll for w in self.buses.values() if w.last_poll is not None],
             disk_free_bytes=disk_free,
@@ -545,7 +548,8 @@ class Collector:
             ],
             "radios": [r.model_dump(mode="json") for r in cfg.radios],
             "radio_listener": self.radio.report() if self.radio is not None else None,
-            "outbox": {"depth": stats.depth, "bytes": stats.size_bytes, "dropped": stats.dropped_total,
+            "outbox": {"depth": stats.depth, "awaiting_receipt": stats.awaiting_receipt,
+                       "bytes": stats.size_bytes, "dropped": stats.dropped_total,
                        "next_sequence": stats.next_sequence},
         }
 

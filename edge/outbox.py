@@ -1,5 +1,12 @@
-"""Durable outbox: every frame is committed to SQLite before it is published, and deleted only after
-the broker's PUBACK for the message that carried it.
+"""Durable outbox: every frame is committed to SQLite before it is published, and deleted only when
+central's receipt (``imd/v1/<collector>/receipt``) says it is committed in central's database.
+
+A row is *pending* until the broker's PUBACK for the message that carried it, then *published,
+awaiting receipt*. The PUBACK alone is not enough: a broker can acknowledge a frame and still drop
+it (Mosquitto 2.0.11 does not restore ``$share/`` subscriptions after a restart, so frames published
+before the ingest workers resubscribe were lost). A row that waits too long for its receipt is made
+pending again and published once more (see edge/uplink.py). With ``delete_after = "puback"`` (a
+central without receipts) the PUBACK deletes the row, as before.
 
 Why SQLite with WAL and ``synchronous=FULL``: a committed row survives kill -9 and power loss, which
 is the whole promise ("never lose a reading"). Sequence numbers are assigned in the same transaction
@@ -57,6 +64,7 @@ class OutboxStats:
     dropped_billing_total: int
     next_sequence: int
     full: bool
+    awaiting_receipt: int = 0  # of depth: published and acknowledged by the broker, not yet receipted
 
     def alarms(self) -> list[str]:
         out = []
@@ -76,17 +84,33 @@ CREATE TABLE IF NOT EXISTS outbox (
     priority INTEGER NOT NULL,
     created_at REAL NOT NULL,
     size INTEGER NOT NULL,
-    payload BLOB NOT NULL
+    payload BLOB NOT NULL,
+    state INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS outbox_evict ON outbox (priority, sequence);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (sequence) WHERE state = 0;
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
 """
 
+# Row states: waiting to be published (or published, PUBACK not yet in), and acknowledged by the
+# broker but not yet receipted by central.
+PENDING = 0
+AWAITING_RECEIPT = 1
+
 # Above this share of the limits the outbox reports itself "full" (an early alarm, before drops).
 _FULL_RATIO = 0.9
+
+
+async def _migrate(db: aiosqlite.Connection) -> None:
+    """An outbox written before receipts existed: add the state column (every row pending)."""
+    async with db.execute("PRAGMA table_info(outbox)") as cur:
+        columns = {str(r[1]) for r in await cur.fetchall()}
+    if columns and "state" not in columns:
+        await db.execute("ALTER TABLE outbox ADD COLUMN state INTEGER NOT NULL DEFAULT 0")
+        log.info("outbox migrated: rows now wait for central's receipt after the broker's PUBACK")
 
 
 def priority_for(message: FrameMessage, billing: bool) -> Priority:
@@ -105,6 +129,8 @@ class Outbox:
         self.max_bytes = max_bytes
         self._depth = 0
         self._bytes = 0
+        self._awaiting = 0
+        self._evicted_awaiting = 0  # inside an add transaction, applied once it commits
         # One connection, several tasks (poll, publisher, heartbeat): transactions must not interleave.
         self._lock = asyncio.Lock()
 
@@ -116,6 +142,7 @@ class Outbox:
         try:
             await db.execute("PRAGMA journal_mode=WAL")
             await db.execute("PRAGMA synchronous=FULL")
+            await _migrate(db)
             await db.executescript(_SCHEMA)
             box = cls(db, path, max_frames, max_bytes)
             await box._recount()
@@ -134,10 +161,14 @@ class Outbox:
         await self.close()
 
     async def _recount(self) -> None:
-        async with self._db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox") as cur:
+        sql = (
+            "SELECT COUNT(*), COALESCE(SUM(size), 0),"
+            f" COALESCE(SUM(state = {AWAITING_RECEIPT}), 0) FROM outbox"
+        )
+        async with self._db.execute(sql) as cur:
             row = await cur.fetchone()
         assert row is not None
-        self._depth, self._bytes = int(row[0]), int(row[1])
+        self._depth, self._bytes, self._awaiting = int(row[0]), int(row[1]), int(row[2])
 
     async def _meta_int(self, key: str, default: int = 0) -> int:
         async with self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)) as cur:
@@ -190,6 +221,7 @@ class Outbox:
             await self._set_meta("next_sequence", str(seq))
             depth = self._depth + len(rows)
             size = self._bytes + sum(r[3] for r in rows)
+            self._evicted_awaiting = 0
             depth, size = await self._evict(depth, size)
             await self._db.execute("COMMIT")
         except BaseException:
@@ -199,6 +231,7 @@ class Outbox:
                 await self._db.execute("ROLLBACK")
             raise
         self._depth, self._bytes = depth, size
+        self._awaiting -= self._evicted_awaiting
         return stored
 
     async def _evict(self, depth: int, size: int) -> tuple[int, int]:
@@ -209,17 +242,18 @@ class Outbox:
         while depth > self.max_frames or size > self.max_bytes:
             want = max(depth - self.max_frames, 1)
             async with self._db.execute(
-                "SELECT sequence, priority, size FROM outbox ORDER BY priority, sequence LIMIT ?",
+                "SELECT sequence, priority, size, state FROM outbox ORDER BY priority, sequence LIMIT ?",
                 (max(want, 64),),
             ) as cur:
                 candidates = await cur.fetchall()
             if not candidates:
                 break
             victims = []
-            for seq, prio, sz in candidates:
+            for seq, prio, sz, state in candidates:
                 if depth <= self.max_frames and size <= self.max_bytes:
                     break
                 victims.append((seq,))
+                self._evicted_awaiting += state == AWAITING_RECEIPT
                 depth -= 1
                 size -= sz
                 dropped += 1
@@ -239,14 +273,14 @@ class Outbox:
         return depth, size
 
     async def peek(self, limit: int, exclude: Iterable[int] = ()) -> list[OutboxItem]:
-        """The oldest ``limit`` items not in ``exclude`` (those already in flight)."""
+        """The oldest ``limit`` pending items not in ``exclude`` (those already in flight)."""
         skip = set(exclude)
         out: list[OutboxItem] = []
         after = 0
         while len(out) < limit:
             async with self._db.execute(
                 "SELECT sequence, payload, created_at FROM outbox"
-                " WHERE sequence > ? ORDER BY sequence LIMIT ?",
+                " WHERE state = 0 AND sequence > ? ORDER BY sequence LIMIT ?",
                 (after, limit + len(skip)),
             ) as cur:
                 rows = list(await cur.fetchall())
@@ -270,28 +304,93 @@ class Outbox:
             return await self._delete(seqs)
 
     async def _delete(self, seqs: list[tuple[int]]) -> int:
-        removed = 0
-        removed_bytes = 0
+        return await self._delete_ranges([(seq, seq) for (seq,) in seqs])
+
+    async def delete_ranges(self, ranges: Iterable[tuple[int, int]]) -> int:
+        """Remove the rows a receipt names (inclusive ranges), in whatever state; how many were there.
+
+        A pending row counts as well: it may be a copy published again after a timeout, or one whose
+        PUBACK is still on its way, and central has it either way.
+        """
+        spans = list(ranges)
+        if not spans:
+            return 0
+        async with self._lock:
+            return await self._delete_ranges(spans)
+
+    async def _delete_ranges(self, spans: list[tuple[int, int]]) -> int:
+        removed = removed_bytes = removed_awaiting = 0
         await self._db.execute("BEGIN IMMEDIATE")
         try:
-            for (seq,) in seqs:
-                sql = "DELETE FROM outbox WHERE sequence = ? RETURNING size"
-                async with self._db.execute(sql, (seq,)) as cur:
-                    row = await cur.fetchone()
-                if row is not None:
-                    removed += 1
-                    removed_bytes += int(row[0])
+            for lo, hi in spans:
+                sql = "DELETE FROM outbox WHERE sequence BETWEEN ? AND ? RETURNING size, state"
+                async with self._db.execute(sql, (lo, hi)) as cur:
+                    rows = await cur.fetchall()
+                removed += len(rows)
+                removed_bytes += sum(int(r[0]) for r in rows)
+                removed_awaiting += sum(int(r[1]) == AWAITING_RECEIPT for r in rows)
             await self._db.execute("COMMIT")
         except BaseException:
             await self._db.execute("ROLLBACK")
             raise
         self._depth -= removed
         self._bytes -= removed_bytes
+        self._awaiting -= removed_awaiting
         return removed
+
+    async def mark_published(self, sequences: Iterable[int]) -> int:
+        """PUBACK received: these pending rows now wait for central's receipt; how many changed."""
+        return await self._set_state([(s,) for s in sequences], PENDING, AWAITING_RECEIPT)
+
+    async def mark_pending(self, sequences: Iterable[int]) -> int:
+        """No receipt in time: publish these rows again; how many were still awaiting one."""
+        return await self._set_state([(s,) for s in sequences], AWAITING_RECEIPT, PENDING)
+
+    async def _set_state(self, seqs: list[tuple[int]], old: int, new: int) -> int:
+        if not seqs:
+            return 0
+        async with self._lock:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                before = self._db.total_changes
+                await self._db.executemany(
+                    f"UPDATE outbox SET state = {new} WHERE sequence = ? AND state = {old}", seqs
+                )
+                changed = self._db.total_changes - before
+                await self._db.execute("COMMIT")
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+        self._awaiting += changed if new == AWAITING_RECEIPT else -changed
+        return changed
+
+    async def requeue_awaiting(self) -> int:
+        """At start: every row left awaiting a receipt by an earlier run is pending again.
+
+        Central's receipt for them went to the earlier connection (a clean session: the broker
+        keeps nothing for it), so it will never come; central de-duplicates the copies.
+        """
+        async with self._lock:
+            before = self._db.total_changes
+            await self._db.execute(f"UPDATE outbox SET state = {PENDING} WHERE state = {AWAITING_RECEIPT}")
+            changed = self._db.total_changes - before
+        self._awaiting -= changed
+        return changed
+
+    async def awaiting_receipt(self) -> list[int]:
+        """Sequences published and acknowledged by the broker but not yet receipted (after a restart)."""
+        async with self._db.execute(
+            f"SELECT sequence FROM outbox WHERE state = {AWAITING_RECEIPT} ORDER BY sequence"
+        ) as cur:
+            return [int(r[0]) for r in await cur.fetchall()]
 
     @property
     def depth(self) -> int:
         return self._depth
+
+    @property
+    def awaiting(self) -> int:
+        return self._awaiting
 
     async def stats(self) -> OutboxStats:
         async with self._db.execute("SELECT created_at FROM outbox ORDER BY sequence LIMIT 1") as cur:
@@ -304,5 +403,6 @@ class Outbox:
             dropped_total=await self._meta_int("dropped_total"),
             dropped_billing_total=await self._meta_int("dropped_billing_total"),
             next_sequence=await self._meta_int("next_sequence", 1),
+            awaiting_receipt=self._awaiting,
             full=self._depth >= _FULL_RATIO * self.max_frames or self._bytes >= _FULL_RATIO * self.max_bytes,
         )

@@ -6,12 +6,16 @@ Three objects, each with one job:
 - :class:`MqttConnection` - owns the paho client and a network thread that connects, runs the
   paho loop while connected, and reconnects with the backoff when the link drops. Callbacks are
   handed to the asyncio loop with ``call_soon_threadsafe`` so everything else stays single-threaded;
-- :class:`OutboxPublisher` - moves frames from the durable outbox to the broker in batches and
-  deletes them only on the PUBACK of the message that carried them.
+- :class:`OutboxPublisher` - moves frames from the durable outbox to the broker in batches, marks
+  them "awaiting receipt" on the PUBACK of the message that carried them and deletes them on
+  central's receipt (``imd/v1/<collector>/receipt``), which says they are committed there.
 
 A message that was sent but not acknowledged when the link dropped is re-sent by paho after the
 reconnect (same mid); if the process dies instead, the rows are still in the outbox and go out
-again after the restart. Either way central sees the same ``(collector, sequence)`` and de-duplicates.
+again after the restart. A row acknowledged by the broker but never receipted (the broker dropped
+it: Mosquitto does not restore ``$share/`` subscriptions after a restart) is published again after
+``receipt_timeout_s`` of link time. Either way central sees the same ``(collector, sequence)`` and
+de-duplicates.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -39,10 +43,13 @@ from protocols.messages import (
     CollectorState,
     CollectorStatus,
     Command,
+    IngestReceipt,
     command_topic,
     encode,
     frames_topic,
     parse_command,
+    parse_receipt,
+    receipt_topic,
     status_topic,
 )
 from protocols.mqtturl import MqttUrl
@@ -88,8 +95,9 @@ def _offline(collector: str) -> bytes:
 class MqttConnection:
     """The paho client plus the thread that keeps it connected.
 
-    ``on_connected``/``on_disconnected``/``on_ack(mid)``/``on_command(Command)`` run in the asyncio
-    loop given to the constructor.
+    ``on_connected``/``on_disconnected``/``on_ack(mid)``/``on_command(Command)``/
+    ``on_receipt(IngestReceipt)`` run in the asyncio loop given to the constructor. The receipt
+    topic is subscribed to only when ``on_receipt`` is set before the connection is made.
     """
 
     def __init__(
@@ -118,6 +126,7 @@ class MqttConnection:
         self.on_disconnected: Callable[[], None] | None = None
         self.on_ack: Callable[[int], None] | None = None
         self.on_command: Callable[[Command], None] | None = None
+        self.on_receipt: Callable[[IngestReceipt], None] | None = None
         self.last_error: str | None = None
 
         client = mqtt.Client(
@@ -164,6 +173,8 @@ class MqttConnection:
         log.info("MQTT connected to %s", self.broker.redacted())
         if self._subscribe_commands:
             client.subscribe(command_topic(self.collector), qos=1)
+        if self.on_receipt is not None:
+            client.subscribe(receipt_topic(self.collector), qos=1)
         # Replaces the retained will/offline at once; the daemon's heartbeat adds the health figures.
         online = CollectorStatus(collector=self.collector, state=CollectorState.ONLINE, at=datetime.now(UTC))
         client.publish(status_topic(self.collector), encode(online), qos=1, retain=True)
@@ -180,6 +191,17 @@ class MqttConnection:
         self._call(self.on_ack, mid)
 
     def _on_message(self, _c: Any, _u: Any, message: mqtt.MQTTMessage) -> None:
+        if message.topic == receipt_topic(self.collector):
+            try:
+                receipt = parse_receipt(bytes(message.payload))
+            except Exception as exc:  # whatever arrives, the network thread must survive
+                log.warning("ignoring malformed receipt on %s: %s", message.topic, exc)
+                return
+            if receipt.collector != self.collector:
+                log.warning("ignoring a receipt for collector %r on our topic", receipt.collector)
+                return
+            self._call(self.on_receipt, receipt)
+            return
         try:
             command = parse_command(bytes(message.payload))
         except Exception as exc:  # whatever arrives, the network thread must survive
@@ -257,8 +279,12 @@ class MqttConnection:
         self._thread = None
 
 
+DeleteAfter = Literal["receipt", "puback"]
+
+
 class OutboxPublisher:
-    """Publish outbox rows in batches; delete them on PUBACK. Runs as one asyncio task."""
+    """Publish outbox rows in batches; delete them on central's receipt (or, with
+    ``delete_after="puback"``, on the broker's PUBACK). Runs as one asyncio task."""
 
     def __init__(
         self,
@@ -269,6 +295,8 @@ class OutboxPublisher:
         batch_max_frames: int = 100,
         max_inflight: int = 10,
         resend_after_s: float = 120.0,
+        delete_after: DeleteAfter = "receipt",
+        receipt_timeout_s: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.collector = collector
@@ -277,15 +305,29 @@ class OutboxPublisher:
         self.batch_max_frames = batch_max_frames
         self.max_inflight = max_inflight
         self.resend_after_s = resend_after_s
+        self.delete_after = delete_after
+        self.receipt_timeout_s = receipt_timeout_s
         # Injected so tests can let days pass during a broker outage without waiting for them.
         self.clock = clock
         self._inflight: dict[int, tuple[list[int], float]] = {}
         self._acks: deque[int] = deque()
+        self._receipts: deque[IngestReceipt] = deque()
+        # Rows acknowledged by the broker, oldest first: (link time of the PUBACK, their sequences).
+        self._awaiting: deque[tuple[float, list[int]]] = deque()
+        self._awaiting_loaded = False
+        # Link time: seconds with the link up, so an outage never makes receipts "late".
+        self._link_s = 0.0
+        self._up_since: float | None = None
         self._wake = asyncio.Event()
         self.published_frames = 0
         self.acked_frames = 0
+        self.receipted_frames = 0
+        self.republished_frames = 0  # acknowledged by the broker, no receipt in time, published again
         connection.on_ack = self._ack
         connection.on_connected = self._connected
+        connection.on_disconnected = self._disconnected
+        if delete_after == "receipt":
+            connection.on_receipt = self._receipt
 
     def _connected(self) -> None:
         # paho re-sends every unacknowledged QoS 1 message (same mid) right after a reconnect, so
@@ -295,7 +337,23 @@ class OutboxPublisher:
         now = self.clock()
         for mid, (seqs, _sent) in list(self._inflight.items()):
             self._inflight[mid] = (seqs, now)
+        if self._up_since is None:
+            self._up_since = now
         self.wake()
+
+    def _disconnected(self) -> None:
+        if self._up_since is not None:
+            self._link_s += max(self.clock() - self._up_since, 0.0)
+            self._up_since = None
+
+    def link_time(self) -> float:
+        """Seconds the link has been up since this publisher started."""
+        up = max(self.clock() - self._up_since, 0.0) if self._up_since is not None else 0.0
+        return self._link_s + up
+
+    @property
+    def awaiting_frames(self) -> int:
+        return self.outbox.awaiting
 
     def wake(self) -> None:
         """New rows in the outbox, or the link came up: look for work."""
@@ -312,9 +370,37 @@ class OutboxPublisher:
         entry = self._inflight.pop(mid, None)
         if entry is None:
             return  # a status or command-result message, or a batch given up on after a resend
-        removed = await self.outbox.delete(entry[0])
-        self.acked_frames += removed
+        if self.delete_after == "puback":
+            self.acked_frames += await self.outbox.delete(entry[0])
+        else:
+            # The broker has it, which is not yet central having it: wait for the receipt. A row
+            # receipted already (the receipt overtook this PUBACK) is gone and changes nothing.
+            await self.outbox.mark_published(entry[0])
+            self.acked_frames += len(entry[0])
+            self._awaiting.append((self.link_time(), entry[0]))
         self._wake.set()
+
+    async def _handle_receipt(self, receipt: IngestReceipt) -> None:
+        self.receipted_frames += await self.outbox.delete_ranges(receipt.ranges)
+
+    async def _expire_receipts(self) -> None:
+        """Rows acknowledged by the broker but not receipted within the timeout: pending again."""
+        if not self._awaiting_loaded:
+            self._awaiting_loaded = True
+            again = await self.outbox.requeue_awaiting()
+            if again:
+                log.info("%d frame(s) published by an earlier run were never receipted: publishing them"
+                         " again", again)
+                self.republished_frames += again
+        now = self.link_time()
+        again = 0
+        while self._awaiting and now - self._awaiting[0][0] > self.receipt_timeout_s:
+            _at, seqs = self._awaiting.popleft()
+            again += await self.outbox.mark_pending(seqs)
+        if again:
+            self.republished_frames += again
+            log.warning("%d frame(s) acknowledged by the broker but not receipted by central within %.0f s"
+                        " of link time: publishing them again", again, self.receipt_timeout_s)
 
     async def _fill(self) -> None:
         if not self.connection.connected.is_set():
@@ -327,6 +413,8 @@ class OutboxPublisher:
                 log.warning("batch mid %d not acknowledged after %.0f s: publishing its frames again",
                             mid, now - sent)
                 del self._inflight[mid]
+        if self.delete_after == "receipt":
+            await self._expire_receipts()
         while self.connection.connected.is_set() and len(self._inflight) < self.max_inflight:
             items = await self.outbox.peek(self.batch_max_frames, exclude=self._inflight_sequences())
             if not items:
@@ -351,6 +439,10 @@ class OutboxPublisher:
         self._acks.append(mid)
         self._wake.set()
 
+    def _receipt(self, receipt: IngestReceipt) -> None:
+        self._receipts.append(receipt)
+        self._wake.set()
+
     async def run(self) -> None:
         while True:
             self._wake.clear()
@@ -358,13 +450,16 @@ class OutboxPublisher:
                 while self._acks:
                     await self._handle_ack(self._acks[0])
                     self._acks.popleft()
+                while self._receipts:
+                    await self._handle_receipt(self._receipts[0])
+                    self._receipts.popleft()
                 await self._fill()
             except (OSError, ValueError, sqlite3.Error) as exc:
                 # A disk hiccup must not end publishing for good: log, breathe, try again.
                 log.error("outbox publisher: %s; retrying in 1 s", exc)
                 await asyncio.sleep(1.0)
                 continue
-            if not self._acks:
+            if not self._acks and not self._receipts:
                 # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
                 # that arrives as the event is set, and stop() then waits for this loop forever.
                 with contextlib.suppress(TimeoutError):

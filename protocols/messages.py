@@ -7,6 +7,7 @@ keeps exactly the bytes the meter sent and can re-decode them later.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal, TypeVar
@@ -36,6 +37,11 @@ def command_topic(collector: str) -> str:
 
 def command_result_topic(collector: str) -> str:
     return f"{TOPIC_ROOT}/{collector}/cmd/result"
+
+
+def receipt_topic(collector: str) -> str:
+    """Central -> collector: which sequences are durably stored (only central may write it)."""
+    return f"{TOPIC_ROOT}/{collector}/receipt"
 
 
 FRAMES_SUBSCRIPTION = f"{TOPIC_ROOT}/+/frames"
@@ -146,6 +152,9 @@ class CollectorStatus(_Message):
     at: datetime
     uptime_s: float | None = None
     outbox_depth: int | None = None
+    outbox_awaiting_receipt: int | None = Field(
+        default=None, description="of outbox_depth: published, acknowledged by the broker, not yet receipted"
+    )
     outbox_oldest_age_s: float | None = None
     last_polls: list[BusPollResult] = Field(default_factory=list)
     radio_telegrams_per_min: float | None = None
@@ -188,6 +197,60 @@ class CommandResult(_Message):
     finished_at: datetime
 
 
+MAX_RECEIPT_RANGES = 1000
+
+
+def sequence_ranges(sequences: Iterable[int]) -> list[tuple[int, int]]:
+    """Sorted, merged inclusive ranges covering exactly the given sequences."""
+    out: list[tuple[int, int]] = []
+    for seq in sorted(set(sequences)):
+        if out and seq == out[-1][1] + 1:
+            out[-1] = (out[-1][0], seq)
+        else:
+            out.append((seq, seq))
+    return out
+
+
+class IngestReceipt(_Message):
+    """Payload of ``imd/v1/<collector>/receipt``: these sequences are committed at central.
+
+    What frees a row of the collector's outbox: a broker's PUBACK only says the broker has the
+    message, and a broker can still drop it (a shared subscription not restored after a restart).
+    """
+
+    schema_version: Literal[1] = 1
+    collector: str = Field(pattern=COLLECTOR_ID_RE.pattern)
+    ranges: list[tuple[int, int]] = Field(
+        min_length=1, max_length=MAX_RECEIPT_RANGES, description="inclusive [lo, hi] sequence ranges"
+    )
+    committed_at: datetime
+
+    @field_validator("ranges")
+    @classmethod
+    def _ordered(cls, value: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        for lo, hi in value:
+            if lo < 0 or hi < lo:
+                raise ValueError(f"range [{lo}, {hi}] is not 0 <= lo <= hi")
+        return value
+
+    def sequences(self) -> Iterator[int]:
+        for lo, hi in self.ranges:
+            yield from range(lo, hi + 1)
+
+
+def receipts_for(
+    collector: str, sequences: Iterable[int], committed_at: datetime
+) -> list[IngestReceipt]:
+    """The receipts naming ``sequences``, split so that none exceeds :data:`MAX_RECEIPT_RANGES`."""
+    ranges = sequence_ranges(sequences)
+    return [
+        IngestReceipt(
+            collector=collector, ranges=ranges[i : i + MAX_RECEIPT_RANGES], committed_at=committed_at
+        )
+        for i in range(0, len(ranges), MAX_RECEIPT_RANGES)
+    ]
+
+
 MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
 _M = TypeVar("_M", bound=_Message)
 
@@ -218,6 +281,10 @@ def parse_command(payload: bytes) -> Command:
 
 def parse_command_result(payload: bytes) -> CommandResult:
     return _parse(CommandResult, payload)
+
+
+def parse_receipt(payload: bytes) -> IngestReceipt:
+    return _parse(IngestReceipt, payload)
 
 
 def encode(message: _Message) -> bytes:

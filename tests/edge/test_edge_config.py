@@ -65,6 +65,9 @@ def test_good_config_loads_with_relative_paths_resolved(tmp_path: Path) -> None:
         (('interval_s = 60', 'poll_cron = "0 25 * * *"'), "schedule.poll_cron", "poll_cron"),
         (('brf-test-1', 'bad id!'), "collector_id", "pattern"),
         (('interval_s = 60', 'intervall_s = 60'), "schedule.intervall_s", "Extra inputs"),
+        (('1883"\n', '1883"\ndelete_after = "ack"\n'), "mqtt.delete_after", "'receipt' or 'puback'"),
+        (('1883"\n', '1883"\nreceipt_timeout_s = 1\n'), "mqtt.receipt_timeout_s",
+         "greater than or equal to 5"),
     ],
 )
 def test_errors_name_file_field_and_reason(
@@ -79,6 +82,13 @@ def test_errors_name_file_field_and_reason(
     assert f"{field}:" in message
     assert reason in message
     assert "hunter2" not in message
+
+
+def test_outbox_rows_wait_for_central_receipt_unless_told_otherwise(tmp_path: Path) -> None:
+    config = load_config(_write(tmp_path, GOOD))
+    assert (config.mqtt.delete_after, config.mqtt.receipt_timeout_s) == ("receipt", 300.0)
+    puback = GOOD.replace('1883"\n', '1883"\ndelete_after = "puback"\n')
+    assert load_config(_write(tmp_path, puback)).mqtt.delete_after == "puback"
 
 
 def test_toml_syntax_and_missing_file(tmp_path: Path) -> None:

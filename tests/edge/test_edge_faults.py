@@ -44,7 +44,7 @@ from edge.config import parse_config
 from edge.daemon import Collector
 from edge.uplink import Backoff
 from protocols.mbus.master import Timing
-from protocols.messages import frames_topic, parse_status, status_topic
+from protocols.messages import encode, frames_topic, parse_status, receipt_topic, receipts_for, status_topic
 from protocols.mqtturl import parse_mqtt_url
 
 LONG_AGO = datetime(2000, 1, 1, tzinfo=UTC)
@@ -87,6 +87,10 @@ class Central:
         with self.lock:
             self.arrivals += [(batch["collector"], f["sequence"], f) for f in batch["frames"]]
             count = len(self.arrivals)
+        # Like central after its commit: the receipt is what frees the collector's outbox rows.
+        sequences = [f["sequence"] for f in batch["frames"]]
+        for receipt in receipts_for(batch["collector"], sequences, datetime.now(UTC)):
+            self.client.publish(receipt_topic(batch["collector"]), encode(receipt), qos=1)
         if self.on_frames is not None:
             self.on_frames(count)
 

@@ -25,6 +25,7 @@ from protocols.messages import (
     FrameMessage,
     FrameStatus,
     LinkKind,
+    frames_topic,
     parse_status,
     status_topic,
 )
@@ -54,7 +55,8 @@ async def test_published_heartbeat_carries_every_health_field(tmp_path: Path, mq
     segment = MbusSegment(wired)
     segment.start()
     air = RadioAir(building.radio, seed=building.seed, start_within_s=0.05)
-    listener = Listener(mqtt_url, [status_topic(collector_id)])
+    # frames too: the listener receipts them as central does, which is what empties the outbox
+    listener = Listener(mqtt_url, [status_topic(collector_id), frames_topic(collector_id)])
     try:
         with RadioStick("radio0", stick="imst") as stick:
             air.attach(stick)
@@ -108,6 +110,7 @@ async def test_published_heartbeat_carries_every_health_field(tmp_path: Path, mq
     assert status.uptime_s is not None
     assert status.uptime_s > 0.5
     assert status.outbox_depth == 3
+    assert status.outbox_awaiting_receipt == 0  # the three were never published
     assert status.outbox_oldest_age_s is not None
     assert status.outbox_oldest_age_s >= 0.4
     (last,) = status.last_polls

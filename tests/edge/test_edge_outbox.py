@@ -89,3 +89,74 @@ async def test_full_outbox_drops_lowest_priority_oldest_first_and_says_so(tmp_pa
 
 def test_priority_values_order() -> None:
     assert Priority.DIAGNOSTIC < Priority.BULK < Priority.BILLING
+
+
+async def test_published_rows_await_their_receipt_and_are_published_again_when_asked(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite"
+    box = await Outbox.open(path, max_frames=100)
+    try:
+        await box.add([_frame() for _ in range(6)])
+        # PUBACK for 1..4: no longer offered for publication, still stored and counted.
+        assert await box.mark_published([1, 2, 3, 4]) == 4
+        assert await box.mark_published([4]) == 0  # a second PUBACK changes nothing
+        assert [i.sequence for i in await box.peek(10)] == [5, 6]
+        stats = await box.stats()
+        assert (stats.depth, stats.awaiting_receipt) == (6, 4)
+        # A receipt names ranges and deletes in whatever state: 2..3 awaiting, 6 still pending
+        # (its PUBACK overtaken by the receipt), 9 never existed.
+        assert await box.delete_ranges([(2, 3), (6, 6), (9, 9)]) == 3
+        assert (box.depth, box.awaiting) == (3, 2)
+        # No receipt in time: pending again, offered for publication once more.
+        assert await box.mark_pending([1, 2]) == 1
+        assert [i.sequence for i in await box.peek(10)] == [1, 5]
+        assert await box.awaiting_receipt() == [4]
+    finally:
+        await box.close()
+    box = await Outbox.open(path, max_frames=100)  # the state survives a restart
+    try:
+        assert await box.awaiting_receipt() == [4]
+        assert (box.depth, box.awaiting) == (3, 1)
+        assert (await box.stats()).awaiting_receipt == 1
+        # The receipt went to the earlier run's connection: the publisher sends such rows again.
+        assert await box.requeue_awaiting() == 1
+        assert [i.sequence for i in await box.peek(10)] == [1, 4, 5]
+        assert box.awaiting == 0
+    finally:
+        await box.close()
+
+
+async def test_full_outbox_counts_rows_awaiting_receipt(tmp_path: Path) -> None:
+    box = await Outbox.open(tmp_path / "outbox.sqlite", max_frames=10)
+    try:
+        await box.add([_frame() for _ in range(8)])
+        await box.mark_published(range(1, 9))
+        await box.add([_frame() for _ in range(4)])  # 12 > 10: the two oldest go, both awaiting
+        stats = await box.stats()
+        assert (stats.depth, stats.awaiting_receipt, stats.dropped_total) == (10, 6, 2)
+        assert stats.full
+    finally:
+        await box.close()
+
+
+async def test_an_outbox_from_before_receipts_is_migrated_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite"
+    with sqlite3.connect(path) as db:  # the schema as shipped before receipts
+        db.executescript(
+            "CREATE TABLE outbox (sequence INTEGER PRIMARY KEY, priority INTEGER NOT NULL,"
+            " created_at REAL NOT NULL, size INTEGER NOT NULL, payload BLOB NOT NULL);"
+            "CREATE INDEX outbox_evict ON outbox (priority, sequence);"
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+            "INSERT INTO meta VALUES ('next_sequence', '3');"
+        )
+        payload = _frame().model_copy(update={"sequence": 1}).model_dump_json().encode()
+        db.execute("INSERT INTO outbox VALUES (1, 2, 0, ?, ?)", (len(payload), payload))
+        db.execute("INSERT INTO outbox VALUES (2, 2, 0, ?, ?)", (len(payload), payload))
+    box = await Outbox.open(path)
+    try:
+        # Every old row is pending: it was not deleted, so it had no PUBACK, or had one and must
+        # now wait for a receipt it can only get by being published again.
+        assert [i.sequence for i in await box.peek(10)] == [1, 2]
+        assert (box.depth, box.awaiting) == (2, 0)
+        assert (await box.add([_frame()]))[0].sequence == 3
+    finally:
+        await box.close()

@@ -1,4 +1,5 @@
-"""The uplink against the real broker: frames reach central once each, deleted only after PUBACK."""
+"""The uplink against the real broker: frames reach central once each, deleted only on central's
+receipt (or, with ``delete_after="puback"``, on the broker's PUBACK)."""
 
 from __future__ import annotations
 
@@ -14,23 +15,28 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.outbox import Outbox
-from edge.uplink import Backoff, MqttConnection, OutboxPublisher
+from edge.uplink import Backoff, DeleteAfter, MqttConnection, OutboxPublisher
 from protocols.messages import (
     CollectorState,
     FrameMessage,
+    encode,
     frames_topic,
     parse_frame_batch,
     parse_status,
+    receipt_topic,
+    receipts_for,
     status_topic,
 )
 from protocols.mqtturl import parse_mqtt_url
 
 
 class Listener:
-    """A plain paho subscriber standing in for central."""
+    """A plain paho subscriber standing in for central; like central it receipts every frames batch
+    it gets (``receipts=False``: a central that sends none, or a broker that drops them)."""
 
-    def __init__(self, url: str, topics: list[str]) -> None:
+    def __init__(self, url: str, topics: list[str], *, receipts: bool = True) -> None:
         broker = parse_mqtt_url(url)
+        self.receipts = receipts
         self.messages: list[tuple[str, bytes, bool]] = []
         self.lock = threading.Lock()
         self.subscribed = threading.Event()
@@ -47,6 +53,11 @@ class Listener:
     def _on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
         with self.lock:
             self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
+        if self.receipts and msg.topic.endswith("/frames"):
+            batch = parse_frame_batch(bytes(msg.payload))
+            sequences = [f.sequence for f in batch.frames]
+            for receipt in receipts_for(batch.collector, sequences, datetime.now(UTC)):
+                self.client.publish(receipt_topic(batch.collector), encode(receipt), qos=1)
 
     def on(self, topic: str) -> list[bytes]:
         with self.lock:
@@ -93,12 +104,15 @@ async def _wait_for(predicate: object, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.05)
 
 
-async def test_frames_published_in_batches_and_deleted_after_puback(
-    tmp_path: Path, mqtt_url: str, collector: str, listener: Listener
+@pytest.mark.parametrize("delete_after", ["receipt", "puback"])
+async def test_frames_published_in_batches_and_deleted_after_receipt_or_puback(
+    tmp_path: Path, mqtt_url: str, collector: str, listener: Listener, delete_after: DeleteAfter
 ) -> None:
+    listener.receipts = delete_after == "receipt"
     outbox = await Outbox.open(tmp_path / "outbox.sqlite")
     conn = MqttConnection(collector, parse_mqtt_url(mqtt_url), asyncio.get_running_loop(), keepalive_s=10)
-    publisher = OutboxPublisher(collector, outbox, conn, batch_max_frames=40, max_inflight=3)
+    publisher = OutboxPublisher(collector, outbox, conn, batch_max_frames=40, max_inflight=3,
+                                delete_after=delete_after)
     await outbox.add(_frames(250))
     assert outbox.depth == 250  # stored before any connection exists
     conn.start()
@@ -116,6 +130,8 @@ async def test_frames_published_in_batches_and_deleted_after_puback(
         assert max(len(b.frames) for b in batches) == 40
         assert all(b.collector == collector for b in batches)
         assert publisher.acked_frames == 250
+        assert publisher.receipted_frames == (250 if delete_after == "receipt" else 0)
+        assert publisher.republished_frames == 0
         statuses = [parse_status(p) for p in listener.on(status_topic(collector)) if p]
         assert statuses[0].state is CollectorState.ONLINE
     finally:
@@ -125,6 +141,100 @@ async def test_frames_published_in_batches_and_deleted_after_puback(
     await _wait_for(lambda: any(
         p and parse_status(p).state is CollectorState.OFFLINE for p in listener.on(status_topic(collector))
     ))
+
+
+class Clock:
+    """The publisher's monotonic clock, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_frames_acknowledged_but_never_receipted_are_published_again_after_the_timeout(
+    tmp_path: Path, mqtt_url: str, collector: str
+) -> None:
+    # A central that is subscribed but sends no receipts: what a broker that acknowledged the frames
+    # and then dropped them looks like from the collector.
+    silent = Listener(mqtt_url, [frames_topic(collector)], receipts=False)
+    clock = Clock()
+    outbox = await Outbox.open(tmp_path / "outbox.sqlite")
+    conn = MqttConnection(collector, parse_mqtt_url(mqtt_url), asyncio.get_running_loop(), keepalive_s=10,
+                          backoff=Backoff(initial_s=0.05, maximum_s=0.2))
+    publisher = OutboxPublisher(collector, outbox, conn, batch_max_frames=5, receipt_timeout_s=300,
+                                clock=clock)
+    await outbox.add(_frames(12))
+    conn.start()
+    task = asyncio.create_task(publisher.run())
+
+    def received() -> list[int]:
+        return [f.sequence for p in silent.on(frames_topic(collector)) for f in parse_frame_batch(p).frames]
+
+    try:
+        await _wait_for(lambda: publisher.acked_frames == 12 and len(received()) == 12)
+        assert (outbox.depth, outbox.awaiting) == (12, 12)  # the broker's PUBACK deleted nothing
+        clock.now += 299  # not yet: nothing goes out twice
+        publisher.wake()
+        await asyncio.sleep(0.3)
+        assert len(received()) == 12
+        assert publisher.republished_frames == 0
+
+        # An outage does not count: days pass with the link down, and still nothing is "late".
+        await asyncio.to_thread(conn.client.disconnect)
+        await _wait_for(lambda: not conn.connected.is_set())
+        clock.now += 3 * 86400
+        await _wait_for(conn.connected.is_set)  # the network thread reconnects after its backoff
+        publisher.wake()
+        await asyncio.sleep(0.3)
+        assert publisher.republished_frames == 0
+
+        clock.now += 2  # 301 s of link time since the PUBACKs
+        publisher.wake()
+        await _wait_for(lambda: len(received()) == 24)
+        assert publisher.republished_frames == 12
+        assert sorted(received()) == sorted(list(range(1, 13)) * 2)  # each frame exactly once more
+
+        # Central's receipt for them at last (the copies) frees the rows.
+        (receipt,) = receipts_for(collector, range(1, 13), datetime.now(UTC))
+        silent.client.publish(receipt_topic(collector), encode(receipt), qos=1)
+        assert await publisher.drain(10), f"outbox still holds {outbox.depth}"
+        assert publisher.receipted_frames == 12
+        assert outbox.awaiting == 0
+    finally:
+        task.cancel()
+        await conn.stop(offline=False)
+        await outbox.close()
+        silent.close()
+
+
+async def test_a_receipt_for_another_collector_or_malformed_frees_nothing(
+    tmp_path: Path, mqtt_url: str, collector: str
+) -> None:
+    silent = Listener(mqtt_url, [frames_topic(collector)], receipts=False)
+    outbox = await Outbox.open(tmp_path / "outbox.sqlite")
+    conn = MqttConnection(collector, parse_mqtt_url(mqtt_url), asyncio.get_running_loop(), keepalive_s=10)
+    publisher = OutboxPublisher(collector, outbox, conn)
+    await outbox.add(_frames(3))
+    conn.start()
+    task = asyncio.create_task(publisher.run())
+    try:
+        await _wait_for(lambda: outbox.awaiting == 3)
+        (other,) = receipts_for("someone-else", [1, 2, 3], datetime.now(UTC))
+        silent.client.publish(receipt_topic(collector), encode(other), qos=1)
+        silent.client.publish(receipt_topic(collector), b"{not json", qos=1)
+        (mine,) = receipts_for(collector, [2], datetime.now(UTC))
+        silent.client.publish(receipt_topic(collector), encode(mine), qos=1)  # in order: after the others
+        await _wait_for(lambda: outbox.depth == 2)
+        await asyncio.sleep(0.2)
+        assert outbox.depth == 2
+        assert await outbox.awaiting_receipt() == [1, 3]
+    finally:
+        task.cancel()
+        await conn.stop(offline=False)
+        await outbox.close()
+        silent.close()
 
 
 async def test_broker_unreachable_keeps_frames_and_backs_off(tmp_path: Path, collector: str) -> None:
