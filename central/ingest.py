@@ -474,6 +474,9 @@ def _reading_tails(read_at: Any, records: Iterable[Any]) -> tuple[tuple[Any, ...
     return tuple(tails)
 
 
+_YIELD_EVERY = 16  # frames decoded between two turns of the event loop (~1-2 ms)
+
+
 @dataclass(slots=True)
 class PreparedGroup:
     """A run of messages parsed and decoded, ready for its one transaction.
@@ -711,10 +714,15 @@ class IngestProcessor:
         stamp = _time_binder(self.db)
         decoded: list[DecodedFrame] = []
         tails: list[tuple[tuple[Any, ...], ...]] = []
-        for _, frame, raw in frames:
+        for count, (_, frame, raw) in enumerate(frames, 1):
             d = self._decode(frame, keys, raw)
             decoded.append(d)
             tails.append(_reading_tails(stamp(frame.received_at), d.records) if d.status == "ok" else ())
+            if not count % _YIELD_EVERY:
+                # A large group takes a while: let the event loop serve HTTP requests (a combined
+                # process), take in the broker's messages and, with MqttIngest's pipeline, send the
+                # writing group's next statement.
+                await asyncio.sleep(0)
         return PreparedGroup(list(batches), list(rejects), results, frames, decoded, tails, stamp)
 
     async def commit(self, prepared: PreparedGroup) -> list[BatchResult]:
@@ -967,19 +975,19 @@ class MqttIngest:
         persistent_session: bool = True,
         max_group: int = 64,
         subscribe: bool = True,
-        pipeline: bool | None = None,
+        pipeline: bool = False,
     ) -> None:
         self.processor = processor
         # Messages stored per transaction at most. The broker bounds it as well: it keeps at most
         # its in-flight window (Mosquitto's max_inflight_messages, default 20) unacknowledged.
         self.max_group = max(1, max_group)
-        # Decode the next group while the previous one is written (see _work). Default: with
-        # PostgreSQL only. There the database works in its own processes, in parallel; SQLite works
-        # in this process, in the driver's thread, which needs the GIL for every statement and
-        # result - the decoding holds it, so overlapping mostly makes the commits wait, and the
-        # groups (bounded by the broker's in-flight window) get smaller.
-        db = getattr(processor, "db", None)
-        self.pipeline = (db is not None and not db.is_sqlite) if pipeline is None else pipeline
+        # Decode the next group while the previous one is written (see _work). Off by default: on
+        # this 2-core machine, loaded, it gained nothing measurable with either database and made
+        # the groups smaller (the broker's in-flight window bounds what is unacknowledged, and two
+        # groups share it). SQLite's driver thread needs the GIL that decoding holds for every
+        # statement; with PostgreSQL the server works in parallel, but one event loop still
+        # serialises the decoding with the handling of its answers.
+        self.pipeline = pipeline
         # Called after a group is committed and acknowledged, with its messages and the wall-clock
         # time of the commit (the ingest benchmark measures end-to-end latency with it).
         self.on_committed: Callable[[Sequence[tuple[str, bytes]], float], None] | None = None

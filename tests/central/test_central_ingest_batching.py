@@ -165,3 +165,39 @@ def _forget(mqtt_url: str, client_id: str) -> None:
     client.connect(url.host, url.port, keepalive=10)
     client.loop(timeout=1.0)
     client.disconnect()
+
+
+@pytest.mark.parametrize("pipeline", [False, True], ids=["sequential", "pipelined"])
+async def test_a_burst_is_stored_once_and_acknowledged_in_order(
+    db: Database, mqtt_url: str, pipeline: bool
+) -> None:
+    """Many messages at once: groups form by themselves; with the pipeline the next group is decoded
+    while the previous one is written - either way every frame is stored once, every message acked
+    after its commit, and the commits come in receipt order."""
+    collector = f"t-burst-{uuid.uuid4().hex[:8]}"
+    heat = corpus_frame("kamstrup_multical_601")
+    processor = IngestProcessor(db)
+    ingest = MqttIngest(
+        processor, mqtt_url, client_id=f"t-{collector}", collectors=[collector], pipeline=pipeline
+    )
+    order: list[bytes] = []
+    ingest.on_committed = lambda group, _at: order.extend(payload for _topic, payload in group)
+    payloads = [batch(collector, [(n, heat)], at=T0 + timedelta(hours=n)) for n in range(60)]
+    await ingest.start()
+    pub = publisher(mqtt_url)
+    try:
+        await ingest.wait_ready()
+        for payload in payloads:
+            pub.publish(frames_topic(collector), payload, qos=1)
+        await eventually(lambda: _at_least(ingest.acked, len(payloads)), timeout=60)
+        assert processor.stats.frames_new == len(payloads)
+        assert await count(db, RawFrame) == len(payloads)
+        assert order == payloads  # the broker delivers in order; commits (and acks) keep it
+        async with db.sessions() as session:
+            meter = (await session.execute(select(Meter).where(Meter.serial == "06855817"))).scalar_one()
+        assert meter.last_reading_at == T0 + timedelta(hours=59)
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+        await ingest.stop()
+        _forget(mqtt_url, f"t-{collector}")
