@@ -196,6 +196,7 @@ async def run_phase(
     messages: list[tuple[str, bytes]],
     readings_of: list[int],
     rate: float,
+    pipeline: bool = False,
 ) -> PhaseResult:
     from central.db import Database
     from central.ingest import IngestProcessor, MqttIngest
@@ -215,7 +216,7 @@ async def run_phase(
     db = await Database.open(db_url)
     client_id = f"imd-bench-ingest-{uuid.uuid4().hex[:8]}"
     processor = IngestProcessor(db)
-    ingest = MqttIngest(processor, mqtt_url, client_id=client_id, collectors=collectors)
+    ingest = MqttIngest(processor, mqtt_url, client_id=client_id, collectors=collectors, pipeline=pipeline)
     count = 0
 
     def on_committed(group: Any, at: float) -> None:
@@ -259,11 +260,13 @@ async def run_phase(
 async def run_backend(
     *,
     db_url: str, mqtt_url: str, collectors: list[str], messages: list[tuple[str, bytes]],
-    readings_of: list[int], latency_rate: float, latency_share: float,
+    readings_of: list[int], latency_rate: float, latency_share: float, pipeline: bool = False,
 ) -> tuple[PhaseResult, PhaseResult]:  # fmt: skip
     split = max(1, int(len(messages) * (1 - latency_share)))
     # Both phases against the same database, one after the other (the second adds new rounds).
-    common: dict[str, Any] = {"db_url": db_url, "mqtt_url": mqtt_url, "collectors": collectors}
+    common: dict[str, Any] = {
+        "db_url": db_url, "mqtt_url": mqtt_url, "collectors": collectors, "pipeline": pipeline,
+    }  # fmt: skip
     throughput = await run_phase(
         **common, messages=messages[:split], readings_of=readings_of[:split], rate=0.0
     )
@@ -349,7 +352,10 @@ async def amain(args: argparse.Namespace) -> int:
     )
     results: dict[str, tuple[PhaseResult, PhaseResult] | str] = {}
     with broker(args.mqtt_url) as (mqtt_url, broker_name), tempfile.TemporaryDirectory() as tmp:
-        print(f"broker: {broker_name}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+        print(
+            f"broker: {broker_name}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; "
+            f"pipeline {'on' if args.pipeline else 'off'}"
+        )
         if not args.skip_sqlite:
             url = f"sqlite+aiosqlite:///{Path(tmp) / 'bench.sqlite'}"
             results["SQLite"] = await run_backend(
@@ -360,6 +366,7 @@ async def amain(args: argparse.Namespace) -> int:
                 readings_of=readings_of,
                 latency_rate=args.latency_rate,
                 latency_share=0.25,
+                pipeline=args.pipeline,
             )
         reason = "--skip-postgres" if args.skip_postgres else await _pg_reachable(args.pg_url)
         if reason is None:
@@ -372,6 +379,7 @@ async def amain(args: argparse.Namespace) -> int:
                     readings_of=readings_of,
                     latency_rate=args.latency_rate,
                     latency_share=0.25,
+                    pipeline=args.pipeline,
                 )
         else:
             results["PostgreSQL"] = reason
@@ -407,6 +415,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-postgres", action="store_true")
     parser.add_argument("--skip-sqlite", action="store_true")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument(
+        "--pipeline",
+        action="store_true",
+        help="decode the next group while the previous one is written (MqttIngest(pipeline=True))",
+    )
     args, _unknown = parser.parse_known_args(argv)
     return asyncio.run(amain(args))
 
