@@ -415,8 +415,13 @@ def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> tuple[list[Any], ..
 
 def _time_binder(db: Database) -> Callable[[datetime], Any]:
     """Timestamps bound as :class:`central.models.UTCDateTime` binds them, memoised: the frames of a
-    readout share one time. One binder per group, so the memo never outgrows a group."""
-    bind = UTCDateTime().bind_processor(db.engine.dialect)
+    readout share one time. One binder per group, so the memo never outgrows a group.
+
+    The dialect's own implementation, not the bare decorator: on SQLite only that one renders the
+    stored text (``2025-03-01 04:00:00.000000``); the bare decorator hands sqlite3 a naive datetime,
+    which it writes without the microseconds, and a query for that exact instant then misses it."""
+    dialect = db.engine.dialect
+    bind = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
     assert bind is not None
     memo: dict[datetime, Any] = {}
 
