@@ -66,7 +66,8 @@ def allowed(username: str | None, topic: str, action: Action) -> bool:
         rest = topic.removeprefix(own)
         if action == Action.PUBLISH:
             return rest in ("frames", "status", "cmd/result")
-        return rest == "cmd" or _topic_matches(rest, "cmd")
+        # read: its commands and central's receipts (only central may write either)
+        return rest in ("cmd", "receipt") or _topic_matches(rest, "cmd") or _topic_matches(rest, "receipt")
     return False
 
 

@@ -43,6 +43,7 @@ from central.models import (
 )
 from central.reading_months import note_readings
 from central.reading_months import rebuild as rebuild_months
+from central.receipts import batches_of, publish_receipts
 from protocols.errors import MessageError, ProtocolError
 from protocols.mbus.application import Record as _Record
 from protocols.messages import (
@@ -1010,6 +1011,9 @@ class MqttIngest:
         self._worker: asyncio.Task[None] | None = None
         self._pending_subs: set[int] = set()
         self.acked = 0
+        # End-to-end receipts to the collectors after each commit (central/receipts.py).
+        self.send_receipts = True
+        self.receipts_sent = 0
 
     @property
     def queue_depth(self) -> int:
@@ -1166,6 +1170,10 @@ class MqttIngest:
                 if client is not None and qos > 0:
                     client.ack(mid, qos)
                     self.acked += 1
+            if self.send_receipts:  # after the acks: a receipt never holds one back
+                batches = prepared.batches if ok and prepared is not None else batches_of(
+                    [(topic, payload) for _mid, _qos, topic, payload in group])
+                self.receipts_sent += publish_receipts(client, batches, committed)
             if self.on_committed is not None:
                 self.on_committed([(topic, payload) for _mid, _qos, topic, payload in group], committed)
             written.set()

@@ -5,7 +5,8 @@ The password line is hashed exactly as ``mosquitto_passwd`` (Mosquitto 2.x, defa
 HMAC-SHA512, 101 iterations, a 12-byte random salt and a 64-byte derived key (verified against the
 real binary in ``tests/provisioning``). The ACL gives the collector account ``collector-<id>`` the
 same rights as ``central.embedded_broker.allowed``: publish ``frames``, ``status`` and
-``cmd/result`` under ``imd/v1/<id>/``, subscribe to ``imd/v1/<id>/cmd``, nothing else.
+``cmd/result`` under ``imd/v1/<id>/``, subscribe to ``imd/v1/<id>/cmd`` and ``imd/v1/<id>/receipt``,
+nothing else.
 """
 
 from __future__ import annotations
@@ -63,4 +64,5 @@ def acl_block(collector_id: str) -> str:
         f"topic write {base}/status\n"
         f"topic write {base}/cmd/result\n"
         f"topic read {base}/cmd\n"
+        f"topic read {base}/receipt\n"
     )

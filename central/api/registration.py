@@ -134,6 +134,8 @@ def _check_mqtt(collector_id: str, account: MqttAccount) -> list[str]:
             pattern = words[-1]
             if not pattern.startswith(base) or "#" in pattern or "+" in pattern:
                 reasons.append(f"mqtt.acl: topic {pattern!r} is outside {base}")
+            elif pattern == f"{base}receipt" and words[1:-1] != ["read"]:
+                reasons.append(f"mqtt.acl: {pattern!r} may only be read (only central writes receipts)")
         elif words[0] != "user":
             reasons.append(f"mqtt.acl: unexpected line {words[0]!r}")
     return reasons

@@ -17,7 +17,7 @@ The rights come from the account name, so no ACL parts are needed:
     central          publish and receive imd/v1/#; subscribe imd/v1/# and $share/ingest/imd/v1/+/frames
     monitor          receive and subscribe $SYS/#
     collector-<id>   publish imd/v1/<id>/frames, /status, /cmd/result; subscribe and receive
-                     imd/v1/<id>/cmd (exactly that topic)
+                     imd/v1/<id>/cmd and imd/v1/<id>/receipt (exactly those topics)
     anything else    refused: the script stops (an unknown account would get no rights anyway)
 
 Everything not granted is denied (defaultACLAccess all false but unsubscribe). No account may use
@@ -67,6 +67,9 @@ def role_for(username: str) -> dict[str, object]:
             _acl("publishClientSend", f"{base}/cmd/result"),
             _acl("subscribeLiteral", f"{base}/cmd"),
             _acl("publishClientReceive", f"{base}/cmd"),
+            # central's end-to-end receipts: what frees the collector's outbox rows
+            _acl("subscribeLiteral", f"{base}/receipt"),
+            _acl("publishClientReceive", f"{base}/receipt"),
         ]
     else:
         raise ValueError(f"account {username!r}: not central, monitor or collector-<id>")

@@ -22,7 +22,13 @@ from central.embedded_broker import EmbeddedBroker, allowed, free_port
         ("collector-c1", "imd/v1/c1/cmd", Action.SUBSCRIBE, True),
         ("collector-c1", "imd/v1/+/cmd", Action.SUBSCRIBE, False),
         ("collector-c1", "imd/v1/#", Action.SUBSCRIBE, False),
+        ("collector-c1", "imd/v1/c1/receipt", Action.SUBSCRIBE, True),
+        ("collector-c1", "imd/v1/c1/receipt", Action.RECEIVE, True),
+        ("collector-c1", "imd/v1/c1/receipt", Action.PUBLISH, False),  # only central receipts
+        ("collector-c1", "imd/v1/c2/receipt", Action.SUBSCRIBE, False),
+        ("collector-c1", "imd/v1/+/receipt", Action.SUBSCRIBE, False),
         ("central", "imd/v1/c2/cmd", Action.PUBLISH, True),
+        ("central", "imd/v1/c2/receipt", Action.PUBLISH, True),
         ("central", "$share/ingest/imd/v1/+/frames", Action.SUBSCRIBE, True),
         ("central", "other/topic", Action.PUBLISH, False),
         (None, "imd/v1/c1/frames", Action.PUBLISH, False),

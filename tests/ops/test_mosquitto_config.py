@@ -376,6 +376,8 @@ def test_collector_cannot_publish_into_another_collectors_subtree_or_send_comman
         "imd/v1/c2/cmd/result",
         "imd/v1/c2/cmd",
         "imd/v1/c1/cmd",  # only central sends commands, even to c1 itself
+        "imd/v1/c1/receipt",  # nor receipts: a forged one would free unstored outbox rows
+        "imd/v1/c2/receipt",
         "imd/v1/c1/other",
         "imd/v2/c1/frames",
     ]
@@ -406,6 +408,21 @@ def test_collector_receives_only_its_own_commands(clients: Any) -> None:
     time.sleep(0.3)
     # several of c1's subscriptions match its own cmd topic (one copy each): compare the set
     assert {(t, p) for t, p, _r in c1.received()} == {("imd/v1/c1/cmd", b'{"id":"1"}')}
+
+
+def test_collector_receives_only_its_own_receipts(clients: Any) -> None:
+    c1 = _connected(clients, "collector-c1")
+    for topic in ("imd/v1/c2/receipt", "imd/v1/+/receipt", "imd/v1/c1/receipt"):
+        c1.subscribe(topic)
+    c2 = _connected(clients, "collector-c2")
+    c2.subscribe("imd/v1/c2/receipt")
+    central = _connected(clients, "central")
+    central.publish("imd/v1/c2/receipt", b'{"for":"c2"}')
+    central.publish("imd/v1/c1/receipt", b'{"for":"c1"}')
+    assert [(t, p) for t, p, _r in c2.wait_for(1)] == [("imd/v1/c2/receipt", b'{"for":"c2"}')]
+    c1.wait_for(1)
+    time.sleep(0.3)
+    assert {(t, p) for t, p, _r in c1.received()} == {("imd/v1/c1/receipt", b'{"for":"c1"}')}
 
 
 def test_known_gap_a_collector_can_join_centrals_share_group(clients: Any, broker: Broker) -> None:

@@ -76,7 +76,9 @@ def test_acl_block_grants_exactly_what_the_embedded_broker_allows() -> None:
         "imd/v1/brf-1/status",
         "imd/v1/brf-1/cmd/result",
         "imd/v1/brf-1/cmd",
+        "imd/v1/brf-1/receipt",
         "imd/v1/brf-2/frames",
+        "imd/v1/brf-2/receipt",
         "imd/v1/brf-2/cmd",
         "imd/v1/+/frames",
         "imd/v1/#",
@@ -88,6 +90,19 @@ def test_acl_block_grants_exactly_what_the_embedded_broker_allows() -> None:
             assert granted == allowed("collector-brf-1", topic, action), (topic, action)
     with pytest.raises(ValueError):
         broker.collector_username("bad id/with slash")
+
+
+def test_central_accepts_the_acl_block_and_refuses_a_collector_writing_receipts() -> None:
+    from central.api.registration import MqttAccount, _check_mqtt
+
+    block = broker.acl_block("brf-1")
+    assert "topic read imd/v1/brf-1/receipt" in block
+    assert _check_mqtt("brf-1", MqttAccount(username="collector-brf-1", acl=block)) == []
+    for line in ("topic write imd/v1/brf-1/receipt", "topic readwrite imd/v1/brf-1/receipt",
+                 "topic imd/v1/brf-1/receipt"):
+        forged = MqttAccount(username="collector-brf-1", acl=block + line + "\n")
+        (reason,) = _check_mqtt("brf-1", forged)
+        assert "only central writes receipts" in reason
 
 
 # -- keys ----------------------------------------------------------------------------------------------
