@@ -8,6 +8,7 @@ taken exactly at a billing boundary (a whole second) must be found by a query fo
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 from central_testdata import corpus_frame
 from sqlalchemy import func, select, text
@@ -59,3 +60,36 @@ async def test_a_reading_at_a_boundary_is_found_by_a_query_for_that_boundary(db:
     assert stored > 0
     assert at_boundary == stored
     assert frames == 1
+
+
+async def test_migration_0005_gives_old_whole_second_rows_the_orm_form(tmp_path: Path) -> None:
+    from alembic import command
+
+    from central.db import alembic_config
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'old.sqlite'}"
+    db = Database(url)
+    try:
+        async with db.engine.begin() as conn:
+            await conn.run_sync(lambda c: command.upgrade(alembic_config(c), "0004"))
+        # The shapes an old ingest left: one reading in the short form, one with a twin in the long form.
+        short, long = "2025-03-01 00:00:00", "2025-03-01 00:00:00.000000"
+        async with db.engine.begin() as conn:
+            await conn.execute(text("PRAGMA foreign_keys = OFF"))
+            rows = [(1, "0403", short), (2, "0403", short), (2, "0403", long)]
+            for meter, register, at in rows:
+                await conn.execute(
+                    text(
+                        "INSERT INTO reading (meter_id, register, read_at, quantity, unit, function,"
+                        " storage, tariff, subunit, value)"
+                        " VALUES (:m, :r, :at, 'energy', 'Wh', 'instantaneous', 0, 0, 0, '1')"
+                    ),
+                    {"m": meter, "r": register, "at": at},
+                )
+        async with db.engine.begin() as conn:
+            await conn.run_sync(lambda c: command.upgrade(alembic_config(c), "head"))
+        async with db.engine.connect() as conn:
+            stored = (await conn.execute(text("SELECT meter_id, read_at FROM reading ORDER BY id"))).all()
+        assert stored == [(1, long), (2, short), (2, long)]  # the twin's partner is left, not deleted
+    finally:
+        await db.close()
