@@ -325,7 +325,7 @@ class Outbox:
             for lo, hi in spans:
                 sql = "DELETE FROM outbox WHERE sequence BETWEEN ? AND ? RETURNING size, state"
                 async with self._db.execute(sql, (lo, hi)) as cur:
-                    rows = await cur.fetchall()
+                    rows = list(await cur.fetchall())
                 removed += len(rows)
                 removed_bytes += sum(int(r[0]) for r in rows)
                 removed_awaiting += sum(int(r[1]) == AWAITING_RECEIPT for r in rows)

@@ -282,6 +282,7 @@ class CollectorProcess:
     batch_max_frames: int = 4
     max_inflight: int = 2
     faketime_file: Path | None = None  # wall-clock offset file for libfaketime (clock jumps)
+    receipt_timeout_s: float | None = None  # default: the collector's (300 s)
     proc: subprocess.Popen[bytes] | None = None
     log: Path = field(init=False)
 
@@ -290,11 +291,13 @@ class CollectorProcess:
         self.data_dir = self.data_dir or self.directory / "data"
         self.log = self.directory / "collector.log"
         meters = ", ".join(f"{{ primary = {p} }}" for p in self.primaries)
+        receipt = f"receipt_timeout_s = {self.receipt_timeout_s}\n" if self.receipt_timeout_s else ""
         # interval_s: the demo-mode schedule (poll every N seconds), so an outage spans many polls.
         (self.directory / "collector.toml").write_text(
             f'collector_id = "{self.collector_id}"\ndata_dir = "{self.data_dir}"\nlog_level = "WARNING"\n'
             f'[mqtt]\nurl = "{self.mqtt_url}"\nkeepalive_s = 5\n'
             f"batch_max_frames = {self.batch_max_frames}\nmax_inflight_batches = {self.max_inflight}\n"
+            f"{receipt}"
             f"[schedule]\ninterval_s = {self.interval_s}\nheartbeat_s = 3600\n"
             f'[[buses]]\nname = "mbus0"\nport = "{self.serial_port}"\nretries = 1\nmeters = [{meters}]\n'
         )

@@ -150,15 +150,6 @@ def _drain(collector: CollectorProcess, lab_: Lab, timeout: float, what: str) ->
     return wait_for(done, timeout, what, step=0.2)
 
 
-def _finish_lossy(collector: CollectorProcess, lab_: Lab) -> set[FrameKey]:
-    """Like :func:`_finish` for a scenario that may lose frames: wait a bounded time, then count."""
-    collector.stop()
-    sent = collector.sent()
-    with contextlib.suppress(AssertionError):
-        wait_for(lambda: lab_.stored() >= len(sent), 15, "the collector's last frames", step=0.2)
-    return sent
-
-
 def _finish(collector: CollectorProcess, lab_: Lab) -> set[FrameKey]:
     """Stop the collector (SIGTERM), let the last frames through, return every sequence it assigned."""
     collector.stop()
@@ -203,25 +194,31 @@ def broker_unreachable(root: Path, sizes: Sizes) -> Figures:
 
 
 def broker_restart(root: Path, sizes: Sizes) -> Figures:
-    """The broker process itself is down (SIGTERM: it saves sessions and queues) and comes back."""
+    """The broker process itself is down (SIGTERM: it saves sessions and queues) and comes back.
+
+    Mosquitto 2.0.11 does not restore `$share/` subscriptions: what the collector publishes after
+    the restart and before a worker has resubscribed is acknowledged and dropped. Nothing may be
+    lost: the collector keeps those frames until central's receipt and publishes them again after
+    its receipt timeout (shortened here from 300 s so that the scenario does not wait 5 minutes)."""
     figures = Figures("broker process down and restarted")
+    timeout_s = 20.0
     with lab(root, "broker-restart") as lab_:
         building, segment = lab_.building(38)
         lab_.workers(1)
-        collector = lab_.collector(building, segment).start()
+        collector = lab_.collector(building, segment, receipt_timeout_s=timeout_s).start()
         _drain(collector, lab_, 60, "the first poll to be stored")
         lab_.broker.stop()
         max_depth, _assigned = _outage(lab_, collector, sizes.outage_s / 3)
         lab_.broker.start()
         began = time.monotonic()
-        with contextlib.suppress(AssertionError):
-            _drain(collector, lab_, 30, "the backlog to drain")
-            figures.recovery_s = time.monotonic() - began
-        sent = _finish_lossy(collector, lab_)
-        figures.note = (f"{sizes.outage_s / 3:.0f} s broker outage, up to {max_depth} frames in the outbox. "
-                        "Mosquitto 2.0.11 does not restore `$share/` subscriptions from its persistence "
-                        "file: what collectors publish after the restart and before a worker has "
-                        "resubscribed is acknowledged to the collector and then dropped by the broker")
+        _drain(collector, lab_, 60 + 3 * timeout_s, "the backlog to drain")
+        figures.recovery_s = time.monotonic() - began
+        sent = _finish(collector, lab_)
+        again = collector.log.read_text(errors="replace").count("not receipted by central")
+        figures.note = (f"{sizes.outage_s / 3:.0f} s broker outage, up to {max_depth} frames in the outbox; "
+                        "frames the restarted broker acknowledged and dropped (no `$share/` member yet) "
+                        f"were published again after the {timeout_s:.0f} s receipt timeout "
+                        f"({again} time(s)); recovery includes that timeout")
         lab_.tally(figures, sent)
     return figures
 
