@@ -13,6 +13,7 @@ from 127.0.0.1. The proxy limits the path to the monitoring host as well (deploy
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -30,6 +31,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    write_to_textfile,
 )
 from sqlalchemy import func, literal, select, text, union_all
 
@@ -39,6 +41,7 @@ from central.models import BillingRunRecord, Collector, Fault
 log = logging.getLogger(__name__)
 http_log = logging.getLogger("central.http")
 
+TEXTFILE_ENV = "IMD_METRICS_TEXTFILE"
 METRICS_TOKEN_ENV = "IMD_METRICS_TOKEN"  # noqa: S105 - the variable's name, not a secret
 LOOPBACK = frozenset({"127.0.0.1", "::1"})
 # received_at on the collector -> committed in central: seconds on a live bus, hours after an outage
@@ -191,6 +194,10 @@ class Metrics:
                 self.collector_outbox.labels(cid).set(depth)
         for cstate, n in by_state.items():
             self.collectors.labels(cstate).set(n)
+        self.refresh_process(state)
+
+    def refresh_process(self, state: Any) -> None:
+        """This process's own gauges (no database): ingest connection, queue depth, rejects."""
         ingest = state.ingest
         self.ingest_connected.set(
             1 if ingest is not None and ingest.connected.is_set() and ingest.subscribed.is_set() else 0
@@ -205,12 +212,6 @@ class Metrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
-
-    def names(self) -> set[str]:
-        """Every sample name this registry exposes (``_total``, ``_bucket``... included)."""
-        return {s.name for m in self.registry.collect() for s in m.samples} | {
-            m.name for m in self.registry.collect()
-        }
 
 
 class HttpMetricsMiddleware:
@@ -261,6 +262,29 @@ class HttpMetricsMiddleware:
                 elapsed * 1000,
                 extra={"method": method, "route": template, "status": code, "ms": round(elapsed * 1000, 2)},
             )
+
+
+def start_textfile(state: Any) -> asyncio.Task[None] | None:
+    """Ingest-only workers have no HTTP port (``SocketBindDeny=any`` in imd-ingest@.service): with
+    ``IMD_METRICS_TEXTFILE=/var/lib/prometheus/node-exporter/imd-ingest-N.prom`` they write their
+    metrics there every ``IMD_METRICS_TEXTFILE_SECONDS`` (15) for node-exporter's textfile collector.
+    The database-backed gauges stay with the API process's ``/metrics``."""
+    path = os.environ.get(TEXTFILE_ENV)
+    if not path:
+        return None
+    every = float(os.environ.get(TEXTFILE_ENV + "_SECONDS", "15"))
+    metrics = attach_metrics(state)
+
+    async def write_forever() -> None:
+        while True:
+            metrics.refresh_process(state)
+            try:
+                write_to_textfile(path, metrics.registry)  # a temporary file renamed: never half-read
+            except OSError as exc:
+                log.warning("metrics textfile %s: %s", path, exc)
+            await asyncio.sleep(every)
+
+    return asyncio.create_task(write_forever(), name="metrics-textfile")
 
 
 def _outbox_depth(last_status: str | None) -> int | None:

@@ -59,6 +59,7 @@ async def serve_ingest(settings: Settings, *, on_ready: Callable[[str], None] | 
     """An ingest worker (``--no-api``): MQTT ingest and the checks after it, no HTTP port, until
     SIGINT/SIGTERM. Stopping acknowledges nothing more; the broker redelivers what was not committed."""
     from central.api.app import central_state
+    from central.metrics import start_textfile
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -77,10 +78,13 @@ async def serve_ingest(settings: Settings, *, on_ready: Callable[[str], None] | 
                     on_ready(ingest.url.redacted())
 
             announcer = asyncio.create_task(announce())
+            metrics_file = start_textfile(state)  # no HTTP port here: metrics go to a file if asked
             try:
                 await stop.wait()
             finally:
                 announcer.cancel()
+                if metrics_file is not None:
+                    metrics_file.cancel()
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)

@@ -280,3 +280,49 @@ def test_alert_rules_pass_promtool() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS: 14 rules found" in result.stdout
+
+
+def test_ingest_only_worker_writes_its_metrics_to_a_textfile(tmp_path: Path, mqtt_url: str) -> None:
+    """``--no-api`` workers listen on no port; IMD_METRICS_TEXTFILE gives node-exporter their counters."""
+    import subprocess
+    import time
+
+    collector = f"t-tf-{uuid.uuid4().hex[:8]}"
+    textfile = tmp_path / "imd-ingest-1.prom"
+    env = {**os.environ, "IMD_METRICS_TEXTFILE": str(textfile), "IMD_METRICS_TEXTFILE_SECONDS": "0.2"}
+    worker = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "imd"), "central", "serve", "--no-api", "--mqtt-url", mqtt_url,
+            "--collector", collector, "--client-id", f"t-tf-{collector}", "--data-dir", str(tmp_path / "d"),
+        ],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
+    )  # fmt: skip
+    try:
+        assert worker.stdout is not None
+        assert worker.stdout.readline().startswith("Ingest: subscribed")
+        at = datetime(2025, 3, 1, 4, 0, tzinfo=UTC)
+        frame = FrameMessage(
+            sequence=1, received_at=at, port="mbus0", raw=corpus_frame("kamstrup_multical_601").hex()
+        )
+        pub = _publisher(mqtt_url)
+        try:
+            batch = FrameBatch(collector=collector, sent_at=at, frames=[frame])
+            pub.publish(frames_topic(collector), encode(batch), qos=1).wait_for_publish(5)
+        finally:
+            pub.loop_stop()
+            pub.disconnect()
+        want = ("imd_frames_received_total", (("collector", collector),))
+        deadline = time.monotonic() + 30
+        while True:
+            got = samples(textfile.read_text()) if textfile.exists() else {}
+            if got.get(want) == 1:
+                break
+            assert time.monotonic() < deadline, got
+            time.sleep(0.2)
+        assert got[("imd_ingest_connected", ())] == 1
+        assert got[("imd_ingest_lag_seconds_count", ())] == 1
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+        if worker.stdout is not None:
+            worker.stdout.close()
