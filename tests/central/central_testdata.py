@@ -12,7 +12,8 @@ import pytest
 
 from protocols.site import SiteExport
 
-CORPUS = Path("/work/shared/corpus/libmbus/test-frames")
+# The copy kept in the repository (tests/protocols/corpus, with its licence), not the shared folder.
+CORPUS = Path(__file__).resolve().parents[1] / "protocols" / "corpus" / "test-frames"
 
 
 def corpus_frame(name: str) -> bytes:
