@@ -82,12 +82,15 @@ class MemoryFigures:
 
 
 class _FrameCounter:
-    """Subscribes to the collector's frames to prove the whole path works while we measure."""
+    """Subscribes to the collector's frames to prove the whole path works while we measure, and
+    answers each batch with central's end-to-end receipt, so the collector frees its outbox rows as
+    it does in production (without receipts it would keep them and publish them again)."""
 
     def __init__(self, url: str, collector: str) -> None:
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
 
+        from central.receipts import publish_receipts
         from protocols.messages import frames_topic, parse_frame_batch
         from protocols.mqtturl import parse_mqtt_url
 
@@ -100,6 +103,7 @@ class _FrameCounter:
 
         def on_message(_c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
             batch = parse_frame_batch(bytes(msg.payload))
+            publish_receipts(self.client, [batch])
             with self._lock:
                 self.frames += len(batch.frames)
                 self.radio_ids.update(str(f.address) for f in batch.frames if f.link.value == "wmbus")
