@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -65,9 +66,16 @@ class OutboxStats:
     next_sequence: int
     full: bool
     awaiting_receipt: int = 0  # of depth: published and acknowledged by the broker, not yet receipted
+    write_error: str | None = None  # the last add failed (disk full, I/O error) and none has succeeded since
+    unstored_frames: int = 0  # frames read from a meter that could not be stored, since the collector started
 
     def alarms(self) -> list[str]:
         out = []
+        if self.write_error is not None:
+            out.append(
+                f"outbox cannot store frames: {self.write_error}"
+                f" ({self.unstored_frames} frames not stored since start)"
+            )
         if self.dropped_total:
             out.append(
                 f"outbox overflowed: {self.dropped_total} frames dropped"
@@ -131,6 +139,10 @@ class Outbox:
         self._bytes = 0
         self._awaiting = 0
         self._evicted_awaiting = 0  # inside an add transaction, applied once it commits
+        # A failed add loses the frames it carried (they were never committed): say so in the status
+        # until an add succeeds again, so a full SD card is an alarm at central, not a silent gap.
+        self._write_error: str | None = None
+        self._unstored = 0
         # One connection, several tasks (poll, publisher, heartbeat): transactions must not interleave.
         self._lock = asyncio.Lock()
 
@@ -224,12 +236,16 @@ class Outbox:
             self._evicted_awaiting = 0
             depth, size = await self._evict(depth, size)
             await self._db.execute("COMMIT")
-        except BaseException:
+        except BaseException as exc:
             # A full disk makes SQLite roll back by itself; a second ROLLBACK would raise and
             # hide the disk-full error behind "no transaction is active".
             if self._db.in_transaction:
                 await self._db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error | OSError):
+                self._write_error = str(exc) or type(exc).__name__
+                self._unstored += len(messages)
             raise
+        self._write_error = None
         self._depth, self._bytes = depth, size
         self._awaiting -= self._evicted_awaiting
         return stored
@@ -404,5 +420,7 @@ class Outbox:
             dropped_billing_total=await self._meta_int("dropped_billing_total"),
             next_sequence=await self._meta_int("next_sequence", 1),
             awaiting_receipt=self._awaiting,
+            write_error=self._write_error,
+            unstored_frames=self._unstored,
             full=self._depth >= _FULL_RATIO * self.max_frames or self._bytes >= _FULL_RATIO * self.max_bytes,
         )

@@ -6,6 +6,8 @@ import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from edge.outbox import Outbox, Priority
 from protocols.messages import FrameMessage, FrameStatus
 
@@ -158,5 +160,34 @@ async def test_an_outbox_from_before_receipts_is_migrated_on_open(tmp_path: Path
         assert [i.sequence for i in await box.peek(10)] == [1, 2]
         assert (box.depth, box.awaiting) == (2, 0)
         assert (await box.add([_frame()]))[0].sequence == 3
+    finally:
+        await box.close()
+
+
+async def test_a_full_disk_is_an_alarm_until_frames_can_be_stored_again(tmp_path: Path) -> None:
+    box = await Outbox.open(tmp_path / "outbox.sqlite")
+    try:
+        await box.add([_frame("e5")])
+        # SQLite's own "database or disk is full" (SQLITE_FULL), as on a full SD card: the file may
+        # not grow past the pages it has now.
+        async with box._db.execute("PRAGMA page_count") as cur:
+            row = await cur.fetchone()
+        assert row is not None
+        await box._db.execute(f"PRAGMA max_page_count = {int(row[0])}")
+        big = _frame("68" + "ab" * 500)
+        with pytest.raises(sqlite3.Error, match="full"):
+            await box.add([big, big])
+        stats = await box.stats()
+        assert stats.write_error is not None
+        assert stats.unstored_frames == 2
+        assert any("outbox cannot store frames" in a and "2 frames not stored" in a for a in stats.alarms())
+        # Room again (the ops team cleared the card): the next add succeeds and the alarm clears;
+        # the count of what was lost stays, so the status still says how much is missing.
+        await box._db.execute("PRAGMA max_page_count = 1073741823")
+        await box.add([_frame("e5")])
+        stats = await box.stats()
+        assert stats.write_error is None
+        assert not any("cannot store" in a for a in stats.alarms())
+        assert stats.unstored_frames == 2
     finally:
         await box.close()
