@@ -50,6 +50,7 @@ def _covered(
         "history_windows": 8,
         "min_windows": 4,
         "high_factor": "4",
+        "companion_factor": "2",
         "low_factor": "0.2",
         "coverage": 0.7,
         "min_baseline": {"hot_water": "0.05", "cold_water": "0.05", "electricity": "5000"},
@@ -61,8 +62,50 @@ async def consumption_vs_history(ctx: MeterContext, p: Mapping[str, Any]) -> Fin
     info) the median of the meter's own previous `history_windows` windows of the same length (at least
     `min_windows` of them with `coverage` of readings, and a median of at least `min_baseline` so that
     near-empty flats are not judged); a high finding also needs an excess over the median of at least
-    `min_excess` (m³ or Wh), so that a tenant back from travelling is no fault. Heat is left out: its use
-    follows the season, not the meter."""
+    `min_excess` (m³ or Wh), so that a tenant back from travelling is no fault. When another water or
+    electricity meter of the apartment rose to `companion_factor` x its own median as well, people
+    moved in or came home and the finding is a note. Heat is left out: its use follows the season,
+    not the meter."""
+    judged = await _vs_own_history(ctx, p)
+    if judged is None:
+        return None
+    current, median, past = judged
+    evidence = {
+        "window_days": float(p["days"]),
+        "consumption": str(current),
+        "history_median": str(median),
+        "history": [str(v) for v in past],
+    }
+    excess = current - median
+    if current > median * Decimal(str(p["high_factor"])) and excess >= Decimal(
+        str(p["min_excess"].get(ctx.meter.medium, "0"))
+    ):
+        companion = await _companion_rose(ctx, p)
+        if companion is not None:
+            evidence["companion_meter"] = companion
+            return Finding(
+                f"consumption {current} in {p['days']:g} days, {current / median:.1f}x own median, "
+                f"and meter {companion} of the apartment rose alike: people moved in or came back",
+                evidence,
+                "info",
+            )
+        return Finding(
+            f"consumption {current} in {p['days']:g} days, {current / median:.1f}x own median", evidence
+        )
+    if current < median * Decimal(str(p["low_factor"])):
+        return Finding(
+            f"consumption {current} in {p['days']:g} days, {current / median:.2f}x own median",
+            evidence,
+            "info",
+        )
+    return None
+
+
+async def _vs_own_history(
+    ctx: MeterContext, p: Mapping[str, Any]
+) -> tuple[Decimal, Decimal, list[Decimal]] | None:
+    """(current window's consumption, median of the past windows, the past windows) or None when the
+    meter cannot be judged (too few readings, too little history, a near-empty baseline)."""
     window = timedelta(days=float(p["days"]))
     windows = int(p["history_windows"])
     series = await ctx.main_series(ctx.now - window * (windows + 1))
@@ -81,25 +124,28 @@ async def consumption_vs_history(ctx: MeterContext, p: Mapping[str, Any]) -> Fin
     median = Decimal(statistics.median(past))
     if median < Decimal(str(p["min_baseline"].get(ctx.meter.medium, "0"))):
         return None
-    evidence = {
-        "window_days": float(p["days"]),
-        "consumption": str(current),
-        "history_median": str(median),
-        "history": [str(v) for v in past],
-    }
-    excess = current - median
-    if current > median * Decimal(str(p["high_factor"])) and excess >= Decimal(
-        str(p["min_excess"].get(ctx.meter.medium, "0"))
-    ):
-        return Finding(
-            f"consumption {current} in {p['days']:g} days, {current / median:.1f}x own median", evidence
+    return current, median, past
+
+
+async def _companion_rose(ctx: MeterContext, p: Mapping[str, Any]) -> str | None:
+    """Serial of another water or electricity meter of the same apartment whose own consumption rose
+    to at least `companion_factor` x its median too: a leak or a broken register concerns one meter,
+    a household moving in or coming home all of them."""
+    factor = Decimal(str(p.get("companion_factor") or 0))
+    if ctx.apartment is None or factor <= 0:
+        return None
+    others = await ctx.session.execute(
+        select(Meter)
+        .join(MeterPoint, Meter.meter_point_id == MeterPoint.id)
+        .where(MeterPoint.apartment_id == ctx.apartment.id, Meter.id != ctx.meter.id)
+        .where(Meter.removed_at.is_(None), Meter.medium.in_(WATER_AND_POWER))
+    )
+    for other in others.scalars():
+        judged = await _vs_own_history(
+            MeterContext(ctx.session, other, ctx.apartment, ctx.now, chunk=ctx.chunk), p
         )
-    if current < median * Decimal(str(p["low_factor"])):
-        return Finding(
-            f"consumption {current} in {p['days']:g} days, {current / median:.2f}x own median",
-            evidence,
-            "info",
-        )
+        if judged is not None and judged[0] >= judged[1] * factor:
+            return other.serial
     return None
 
 

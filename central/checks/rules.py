@@ -137,8 +137,9 @@ async def stuck_register(ctx: MeterContext, p: Mapping[str, Any]) -> Finding | N
     """The billing register of an apartment's water or electricity meter has not moved for `days`
     while the apartment is lived in: its other water meter (hot for cold and the other way round;
     either for electricity) moved meanwhile, on at least `min_occupied_days` days (the morning people
-    come home from a holiday one meter may tick before the other), and has no open fault of its own
-    (a leak keeps a register moving in an empty flat). Where nothing moves the flat
+    come home from a holiday one meter may tick before the other), and has no open leak-like fault
+    of its own (continuous flow, spike, high consumption: a leak keeps a register moving in an empty
+    flat). Where nothing moves the flat
     stands empty or its people are away; that is no meter fault. With `require_tenant`
     only apartments with a tenant reference are judged. An electricity meter also counts as stuck
     without that evidence when it grew in every interval of the `standing_load_days` before it stopped:
@@ -207,6 +208,7 @@ OCCUPANCY_EVIDENCE = {
 
 
 async def _has_open_fault(ctx: MeterContext, meter_id: int) -> bool:
+    """Whether the meter has an open fault that would keep its register moving in an empty flat."""
     from sqlalchemy import select
 
     from central.faults import OPEN_STATES
@@ -215,9 +217,15 @@ async def _has_open_fault(ctx: MeterContext, meter_id: int) -> bool:
     found = await ctx.session.execute(
         select(Fault.id)
         .where(Fault.meter_id == meter_id, Fault.state.in_(OPEN_STATES), Fault.severity != "info")
+        .where(Fault.rule.in_(MOVING_FAULT_RULES))
         .limit(1)
     )
     return found.first() is not None
+
+
+# Faults that say a register moves without anyone using water or power (a leak, a running toilet,
+# a corrupted register); a low battery or an error flag says nothing about that.
+MOVING_FAULT_RULES = ("continuous_flow", "spike", "consumption_vs_history", "consumption_vs_building")
 
 
 async def _apartment_meter_moved(ctx: MeterContext, since: datetime, min_days: int) -> str | None:
@@ -311,11 +319,16 @@ async def spike(ctx: MeterContext, p: Mapping[str, Any]) -> Finding | None:
 
 
 @rule(
-    "heat_sanity", severity="warning", media=("heat",), params={"days": 2.0, "min_temperature_gap_k": "0.5"}
+    "heat_sanity",
+    severity="warning",
+    media=("heat",),
+    params={"days": 2.0, "min_temperature_gap_k": "0.5", "min_energy_wh": "5000"},
 )
 async def heat_sanity(ctx: MeterContext, p: Mapping[str, Any]) -> Finding | None:
-    """Heat meter plausibility: flow temperature below return temperature (sensors swapped), or energy
-    counted while no water volume passed."""
+    """Heat meter plausibility: flow temperature below return temperature (sensors swapped), or at
+    least `min_energy_wh` of energy counted while no water volume passed. In summer a radiator
+    circuit barely flows: one 1 kWh step of the energy register before the volume register's next
+    step is resolution, not a fault."""
     latest = await ctx.latest_values()
     flow_t, return_t = latest.get("flow_temperature"), latest.get("return_temperature")
     if (
@@ -333,7 +346,7 @@ async def heat_sanity(ctx: MeterContext, p: Mapping[str, Any]) -> Finding | None
     if len(energy) >= 2 and len(volume) >= 2:
         d_energy = energy[-1][1] - energy[0][1]
         d_volume = volume[-1][1] - volume[0][1]
-        if d_energy > 0 and d_volume == 0:
+        if d_energy >= Decimal(str(p.get("min_energy_wh", "0"))) and d_energy > 0 and d_volume == 0:
             return Finding(
                 f"energy grew by {d_energy} Wh while volume stood still",
                 {"energy": [str(energy[0][1]), str(energy[-1][1])], "volume": str(volume[-1][1])},
