@@ -175,8 +175,13 @@ async def test_a_full_disk_is_an_alarm_until_frames_can_be_stored_again(tmp_path
         assert row is not None
         await box._db.execute(f"PRAGMA max_page_count = {int(row[0])}")
         big = _frame("68" + "ab" * 500)
+
+        async def fill() -> None:
+            for _ in range(500):
+                await box.add([big, big])
+
         with pytest.raises(sqlite3.Error, match="full"):
-            await box.add([big, big])
+            await fill()
         stats = await box.stats()
         assert stats.write_error is not None
         assert stats.unstored_frames == 2
