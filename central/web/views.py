@@ -508,6 +508,7 @@ def mount(app: FastAPI) -> None:
                 t("last_seen"),
                 t("last_poll"),
                 t("outbox"),
+                t("collector_alarms"),
                 t("version"),
                 t("property"),
             ],
@@ -531,6 +532,8 @@ def mount(app: FastAPI) -> None:
                     c.last_seen_at,
                     last_poll or "–",
                     status.get("outbox_depth", "–"),
+                    # What the collector itself says is wrong (outbox overflow, disk full, port gone).
+                    cell("; ".join(map(str, alarms)), cls="bad") if (alarms := status.get("alarms")) else "–",
                     c.version or "–",
                     key or "–",
                 ]
