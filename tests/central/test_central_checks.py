@@ -295,6 +295,13 @@ async def test_stuck_register_takes_no_evidence_from_a_faulty_meter(history: His
     assert stuck.state == "open"  # evidence from the moving hot water meter
     async with history.db.sessions.begin() as session:
         await raise_fault(
+            session, "device_status", at=now, severity="warning", message="low battery",
+            meter_id=await history.meter_id(HOT),
+        )  # fmt: skip
+    [stuck] = await history.check("stuck_register", now + timedelta(minutes=30))
+    assert stuck.state == "open"  # a low battery does not move a register
+    async with history.db.sessions.begin() as session:
+        await raise_fault(
             session, "continuous_flow", at=now, severity="warning", message="leak",
             meter_id=await history.meter_id(HOT),
         )  # fmt: skip
@@ -327,6 +334,17 @@ async def test_heat_sanity_and_wrong_clock(history: History) -> None:
     assert "below return temperature" in sanity[0].message
     skew = await history.check("wrong_clock", T0, serial=HEAT)
     assert "off by 120 min" in skew[0].message
+
+
+async def test_heat_energy_without_volume_needs_more_than_a_summer_tick(history: History) -> None:
+    """In summer a radiator circuit barely flows: the energy register's next 1 kWh step can come
+    before the volume register's; only several kWh without any volume are a fault."""
+    await history.feed(T0, heat_frame(1000, 500, flow_c=40, return_c=30))
+    await history.feed(T0 + timedelta(hours=20), heat_frame(1001, 500, flow_c=40, return_c=30))
+    assert await history.check("heat_sanity", T0 + timedelta(hours=21), serial=HEAT) == []
+    await history.feed(T0 + timedelta(hours=40), heat_frame(1009, 500, flow_c=40, return_c=30))
+    [fault] = await history.check("heat_sanity", T0 + timedelta(hours=41), serial=HEAT)
+    assert "while volume stood still" in fault.message
 
 
 async def test_frame_failures_matched_by_bus_address(history: History) -> None:

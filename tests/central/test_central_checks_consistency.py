@@ -276,3 +276,47 @@ async def test_stuck_electricity_in_an_empty_flat_by_its_standing_load(site_db: 
     assert "standing load" in faults[0].message
     after_idle = await _run(site_db, "stuck_register", idle)
     assert [f.meter_id for f in after_idle] == [steady.id]  # the idle meter adds nothing
+
+
+async def test_own_history_jump_shared_by_the_apartment_is_people_not_a_leak(site_db: Database) -> None:
+    """A flat empty for weeks gets a tenant: hot and cold water both jump far above their own
+    (near-empty) medians. That is a note. A jump of the cold water meter alone is a warning."""
+    cold = await _apartment_meter(site_db, "cold_water", 0)
+    async with site_db.sessions() as session:
+        point = await session.get(MeterPoint, cold.meter_point_id)
+        assert point is not None
+        hot = (
+            await session.execute(
+                select(Meter)
+                .join(MeterPoint, Meter.meter_point_id == MeterPoint.id)
+                .where(MeterPoint.apartment_id == point.apartment_id, Meter.medium == "hot_water")
+            )
+        ).scalar_one()
+    lone = await _apartment_meter(site_db, "cold_water", 1)
+    days = 70
+    now = START + timedelta(days=days - 1, hours=1)
+
+    def litres(day: int, quiet: int, busy: int) -> Decimal:  # m³ after ``day`` days
+        return Decimal(sum(busy if d >= days - 7 else quiet for d in range(day))) / 1000
+
+    async with site_db.sessions.begin() as session:
+        for day in range(days):
+            at = START + timedelta(days=day, hours=0)
+            for meter, value in (
+                (cold, litres(day, 10, 200)),
+                (hot, litres(day, 10, 100)),
+                (lone, litres(day, 150, 700) + 10),
+            ):
+                session.add(Reading(meter_id=meter.id, register="0413", read_at=at, quantity="volume",
+                                    unit="m3", value=value))  # fmt: skip
+    await run_meter_checks(site_db, [cold.id, lone.id], now=now, rules=["consumption_vs_history"])
+    async with site_db.sessions() as session:
+        faults = {
+            f.meter_id: f
+            for f in (
+                await session.execute(select(Fault).where(Fault.rule == "consumption_vs_history"))
+            ).scalars()
+        }
+    assert faults[cold.id].severity == "info"
+    assert f"meter {hot.serial} of the apartment rose alike" in faults[cold.id].message
+    assert faults[lone.id].severity == "warning"
