@@ -181,11 +181,23 @@ async def test_frames_acknowledged_but_never_receipted_are_published_again_after
         assert len(received()) == 12
         assert publisher.republished_frames == 0
 
-        # An outage does not count: days pass with the link down, and still nothing is "late".
+        # An outage does not count: days pass with the link down, and still nothing is "late". The
+        # days pass inside the disconnect callback (on the loop, before the reconnect's callback can
+        # run): with a 50 ms backoff, polling for "disconnected" could miss the whole outage.
+        publisher_disconnected = conn.on_disconnected
+        assert publisher_disconnected is not None
+
+        def outage() -> None:
+            publisher_disconnected()
+            clock.now += 3 * 86400
+
+        conn.on_disconnected = outage
+        connects, before = conn.connects, clock.now
         await asyncio.to_thread(conn.client.disconnect)
-        await _wait_for(lambda: not conn.connected.is_set())
-        clock.now += 3 * 86400
-        await _wait_for(conn.connected.is_set)  # the network thread reconnects after its backoff
+        # the network thread reconnects after its backoff
+        await _wait_for(lambda: conn.connects > connects and conn.connected.is_set())
+        conn.on_disconnected = publisher_disconnected
+        assert clock.now == before + 3 * 86400  # the days did pass, with the link down
         publisher.wake()
         await asyncio.sleep(0.3)
         assert publisher.republished_frames == 0
