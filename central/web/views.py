@@ -61,6 +61,10 @@ FAULT_SORTS = {
     "count": (Fault.count.desc(),),
 }
 AGES = {"1d": (None, 1), "7d": (None, 7), "old": (7, None)}  # (older than days, newer than days)
+# The queue shows a page at a time (rendering the table is most of the page's cost); the CSV
+# download of the filtered queue takes up to CSV_FAULTS rows.
+FAULTS_PER_PAGE = 100
+CSV_FAULTS = 5000
 DASHBOARD_METERS = 50  # the first page of the meter list; the rest is one search or API page away
 
 
@@ -299,10 +303,16 @@ def mount(app: FastAPI) -> None:
             query = query.where(Fault.first_seen_at >= now - timedelta(days=newer))
         sort = q.get("sort", "worst")
         query = query.order_by(*FAULT_SORTS.get(sort, FAULT_SORTS["worst"]), Fault.id.desc())
+        page_no = int(q["page"]) if q.get("page", "").isdigit() and int(q["page"]) >= 1 else 1
+        if q.get("csv"):
+            query = query.limit(CSV_FAULTS)
+        else:
+            query = query.limit(FAULTS_PER_PAGE).offset((page_no - 1) * FAULTS_PER_PAGE)
         state = get_state(request)
         async with state.db.sessions() as session:
-            total = (await session.execute(select(func.count()).select_from(query.subquery()))).scalar_one()
-            rows = (await session.execute(query.limit(500))).all()
+            counted = query.limit(None).offset(None).subquery()
+            total = (await session.execute(select(func.count()).select_from(counted))).scalar_one()
+            rows = (await session.execute(query)).all()
             rules = list(
                 (await session.execute(select(Fault.rule).distinct().order_by(Fault.rule))).scalars()
             )
@@ -321,6 +331,7 @@ def mount(app: FastAPI) -> None:
             {
                 "tables": {"faults": table},
                 "total": total,
+                "pages": _pages(request, page_no, total, FAULTS_PER_PAGE),
                 "rules": rules,
                 "props": props,
                 "severities": SEVERITIES,
@@ -328,6 +339,21 @@ def mount(app: FastAPI) -> None:
                 "ages": list(AGES),
             },
         )
+
+    def _pages(request: Request, page_no: int, total: int, per_page: int) -> dict[str, Any]:
+        """Previous/next links that keep the filters."""
+        last = max((total + per_page - 1) // per_page, 1)
+        keep = {k: v for k, v in request.query_params.items() if k not in ("page", "csv")}
+
+        def link(n: int) -> str:
+            return f"{request.url.path}?{urlencode({**keep, 'page': n})}"
+
+        return {
+            "page": page_no,
+            "last": last,
+            "previous": link(page_no - 1) if page_no > 1 else None,
+            "next": link(page_no + 1) if page_no < last else None,
+        }
 
     @app.post("/faults/bulk", include_in_schema=False)
     @html
