@@ -296,6 +296,15 @@ def _day(value: str, name: str) -> date | None:
         raise ValueError(f"{name}: {value!r} is not a date (YYYY-MM-DD)") from None
 
 
+def csv_text(body: bytes) -> str:
+    """An uploaded register as text: UTF-8, else Windows-1252 (what older Windows exports of rental
+    administration systems write; every byte decodes, so this never fails)."""
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        return body.decode("cp1252", errors="replace")
+
+
 async def import_tenancies_csv(
     db: Database,
     property_key: str,

@@ -73,7 +73,7 @@ from central.billing.store import (
     save_run,
     update_run,
 )
-from central.csv_import import CsvImportError, import_tenancies_csv
+from central.csv_import import CsvImportError, csv_text, import_tenancies_csv
 from central.models import (
     Apartment,
     AuditLog,
@@ -1088,10 +1088,7 @@ async def import_tenancies(  # noqa: PLR0917 - the request's parts, as FastAPI p
     body = await request.body()
     if len(body) > 10 * 1024 * 1024:
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail="file larger than 10 MiB")
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        text = body.decode("cp1252")  # what older Windows exports of admin systems write
+    text = csv_text(body)
     try:
         outcome = await import_tenancies_csv(
             state.db,

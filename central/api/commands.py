@@ -93,7 +93,7 @@ async def list_commands(
 
 
 ImportWorker = Annotated[Principal, Depends(require_roles("admin", "staff"))]
-IMPORT_KINDS = ("apartments", "meters")
+IMPORT_KINDS = ("apartments", "meters", "tenancies")
 
 
 @router.post("/properties/{property_id}/imports/{kind}", tags=["imports"])
@@ -105,25 +105,36 @@ async def import_csv(
     property_id: str,
     kind: str,
     dry_run: bool = False,
+    move_out_is_last_day: bool = False,
 ) -> JSONResponse:
-    """Import an apartment register or a meter list (CSV body). All rows valid or nothing is imported:
-    the answer lists accepted rows and, for each refused row, the reason (422 when any is refused)."""
-    from central.csv_import import CsvImportError, import_apartments_csv, import_meters_csv
+    """Import an apartment register, a meter list or a tenancy register (CSV body). All rows valid or
+    nothing is imported: the answer lists accepted rows and, for each refused row, the reason (422
+    when any is refused). ``move_out_is_last_day`` (tenancies): the file gives the contract's last day."""
+    from central.csv_import import (
+        CsvImportError,
+        csv_text,
+        import_apartments_csv,
+        import_meters_csv,
+        import_tenancies_csv,
+    )
 
     if kind not in IMPORT_KINDS:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"kind: one of {', '.join(IMPORT_KINDS)}")
     body = await request.body()
     if len(body) > 10 * 1024 * 1024:
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail="file larger than 10 MiB")
+    text = csv_text(body)
     try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        text = body.decode("cp1252")  # what older Windows exports of admin systems write
-    importer = import_apartments_csv if kind == "apartments" else import_meters_csv
-    try:
-        outcome = await importer(
-            state.db, property_id, text, state.keybox, dry_run=dry_run, actor=who.username
-        )
+        if kind == "tenancies":
+            outcome = await import_tenancies_csv(
+                state.db, property_id, text, move_out_is_last_day=move_out_is_last_day,
+                dry_run=dry_run, actor=who.username,
+            )  # fmt: skip
+        else:
+            importer = import_apartments_csv if kind == "apartments" else import_meters_csv
+            outcome = await importer(
+                state.db, property_id, text, state.keybox, dry_run=dry_run, actor=who.username
+            )
     except CsvImportError as exc:
         raise HTTPException(422, detail=str(exc)) from exc
     code = 422 if outcome.refused else 200

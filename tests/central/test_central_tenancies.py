@@ -311,3 +311,19 @@ async def test_run_splits_at_stored_moves(app: FastAPI, client: httpx.AsyncClien
     assert by_days["estimate_reason"] == "no reading on the move date"
     # OBJ-3 has no stored tenancy: its tenant_ref bills the whole month as before.
     assert {ln["tenant_ref"] for ln in run["lines"] if ln["object_number"] == "OBJ-3"} == {"T-OBJ-3"}
+
+
+async def test_the_shared_imports_endpoint_takes_the_tenancy_register(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """``POST /api/properties/{key}/imports/tenancies`` is the same import as the billing route."""
+    admin = await login(client, "admin", "pw-admin")
+    url = "/api/properties/BRF-1/imports/tenancies"
+    register = "Objektsnummer;Hyresgäst;Namn;Inflyttning\nOBJ-3;K-20;Åsa Berg;2024-02-01\n"
+    r = await client.post(url, params={"dry_run": "true"}, content=register.encode(), headers=admin)
+    assert r.status_code == 200, r.text
+    assert (r.json()["accepted"], r.json()["imported"]) == (1, False)
+    cp1252 = b"Objektsnummer;Hyresg\xe4st;Inflyttning\nOBJ-404;K-21;2024-02-01\n"
+    refused = await client.post(url, content=cp1252, headers=admin)
+    assert refused.status_code == 422  # cp1252 header read, the row refused with its reason
+    assert "OBJ-404" in refused.json()["refused"][0]["reason"]
