@@ -7,6 +7,7 @@ sanity, clock, and failed/undecryptable frames.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -429,6 +430,23 @@ async def collector_offline(ctx: CollectorContext, p: Mapping[str, Any]) -> Find
             {"last_seen_at": c.last_seen_at, "limit_hours": p["hours"]},
         )
     return None
+
+
+@rule("collector_alarm", severity="warning", scope="collector")
+async def collector_alarm(ctx: CollectorContext, p: Mapping[str, Any]) -> Finding | None:
+    """The collector itself reports a problem in its last status: an outbox that overflowed or is
+    nearly full, a disk it cannot write (frames read but not stored), a serial port or radio stick
+    gone. It clears when a status without alarms arrives."""
+    c = ctx.collector
+    try:
+        status = json.loads(c.last_status) if c.last_status else {}
+    except ValueError:
+        return None  # a status that does not parse was refused at ingest; nothing to judge here
+    alarms = [str(a) for a in status.get("alarms") or []] if isinstance(status, dict) else []
+    if not alarms:
+        return None
+    shown = "; ".join(alarms[:3]) + (f" (+{len(alarms) - 3} more)" if len(alarms) > 3 else "")
+    return Finding(f"collector reports: {shown}", {"alarms": alarms, "last_status_at": c.last_status_at})
 
 
 @rule("after_removal", severity="warning")

@@ -184,6 +184,7 @@ def test_registry_documents_every_rule() -> None:
         "frame_failures",
         "decryption_failure",
         "collector_offline",
+        "collector_alarm",
     }
     assert expected <= set(REGISTRY)
     for r in REGISTRY.values():
@@ -361,6 +362,20 @@ async def test_collector_offline_from_last_will(history: History) -> None:
     faults = await history.faults("collector_offline")
     assert faults[0].collector_id == "chk-c1"
     assert faults[0].severity == "critical"
+
+
+async def test_collector_alarm_opens_from_the_status_and_resolves_when_it_clears(history: History) -> None:
+    full = "outbox cannot store frames: database or disk is full (12 frames not stored since start)"
+    status = CollectorStatus(collector="chk-c1", state=CollectorState.ONLINE, at=T0, alarms=[full])
+    await history.processor.handle(status_topic("chk-c1"), encode(status))
+    await run_collector_checks(history.db, now=T0 + timedelta(minutes=1))
+    (fault,) = await history.faults("collector_alarm")
+    assert (fault.collector_id, fault.state, fault.severity) == ("chk-c1", "open", "warning")
+    assert full in fault.message
+    cleared = CollectorStatus(collector="chk-c1", state=CollectorState.ONLINE, at=T0 + timedelta(minutes=5))
+    await history.processor.handle(status_topic("chk-c1"), encode(cleared))
+    await run_collector_checks(history.db, now=T0 + timedelta(minutes=6))
+    assert [f.state for f in await history.faults("collector_alarm")] == ["resolved"]
 
 
 async def test_fault_workflow_transitions_and_history(history: History) -> None:
