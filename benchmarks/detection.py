@@ -6,8 +6,9 @@ each of several seeds (``--tuned`` names the seeds the rules were tuned on; the 
 
     python -m benchmarks.detection --days 365 --seeds 7,23 --tuned 7,11 --check-every 3
 
-(about 11 CPU-minutes per seed, the seeds in parallel processes). The benchmark itself lives in
-``tests/central/bench_central_detection.py`` (outside the default test run).
+(about 11 CPU-minutes per seed: simulator 2, ingest 3.5, checks 5; the seeds run in parallel
+processes). The benchmark itself lives in ``tests/central/bench_central_detection.py`` (outside
+the default test run).
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import json
 import random
+import shutil
 import statistics
 import tempfile
 import time
@@ -165,6 +166,7 @@ async def run(
         ).all():
             escalated.setdefault(fault_id, at)
     await db.close()
+    shutil.rmtree(tmp, ignore_errors=True)
     for fault, _serial in rows:
         if fault.id in escalated:
             fault.first_seen_at = escalated[fault.id]
