@@ -5,8 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
+import pytest_asyncio
 from central_testdata import BACKENDS, database_url
+from fastapi import FastAPI
 
 from central.config import Settings
 from central.db import Database
@@ -36,3 +39,12 @@ def keybox(tmp_path: Path) -> MeterKeyBox:
 @pytest.fixture
 def settings(tmp_path: Path, db_url: str) -> Settings:
     return Settings(data_dir=tmp_path / "data", database_url=db_url).validated()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """HTTP against the module's own ``app`` fixture (a real central, in-process)."""
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+    ) as http:
+        yield http

@@ -162,14 +162,6 @@ async def app(
             yield application
 
 
-@pytest_asyncio.fixture(loop_scope="module")
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
-    ) as http:
-        yield http
-
-
 async def login(http: httpx.AsyncClient, username: str, password: str) -> dict[str, str]:
     response = await http.post("/api/auth/token", data={"username": username, "password": password})
     assert response.status_code == 200, response.text

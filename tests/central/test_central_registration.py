@@ -59,14 +59,6 @@ async def app(
             yield application
 
 
-@pytest_asyncio.fixture(loop_scope="module")
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
-    ) as http:
-        yield http
-
-
 async def auth(http: httpx.AsyncClient, username: str, password: str | None = None) -> dict[str, str]:
     response = await http.post(
         "/api/auth/token", data={"username": username, "password": password or f"{username}-pw"}

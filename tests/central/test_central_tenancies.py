@@ -47,14 +47,6 @@ async def app(
             yield application
 
 
-@pytest_asyncio.fixture(loop_scope="module")
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
-    ) as http:
-        yield http
-
-
 async def _apartment_ids(app: FastAPI, key: str) -> dict[str, int]:
     async with app.state.central.db.sessions() as session:
         rows = await session.execute(
