@@ -11,7 +11,7 @@ BENCHMARKS = {
     "benchmarks.billing": "billing: compute_run, debiteringsfil and PDFs for a 100,000-apartment portfolio",
     "benchmarks.wmbus": "wM-Bus decode incl. AES decryption: imd decode --json --key on golden telegrams",
     "benchmarks.ingest": "central ingest via Mosquitto: readings/s into SQLite and PostgreSQL, latency",
-    "benchmarks.detection": "meter checks: recall, precision, delay per fault kind (588 meters, 90 days)",
+    "benchmarks.detection": "meter checks: recall, precision, delay per fault (588 meters, 90 d; --days 365)",
     "benchmarks.polling": "wired polling: 250 meters at 2400 baud (timed simulator) vs the physical minimum",
     "benchmarks.edge_memory": "collector RSS: imd edge run with 250 wired + 500 radio meters (goal <= 60 MB)",
     "benchmarks.api_latency": "API/page latency over HTTP: 10,000 meters, a year of daily readings (p95)",

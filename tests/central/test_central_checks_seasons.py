@@ -24,7 +24,8 @@ from central.models import Apartment, Meter, MeterPoint
 from central.site_import import import_site
 from protocols.messages import encode, frames_topic
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+# The module fixture simulates a building through a summer: ~20 s of CPU, more on a loaded machine.
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(300)]
 
 START = datetime(2025, 6, 12, 2, 0, tzinfo=UTC)
 DAYS = 70  # to 20 August
