@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -87,6 +88,16 @@ def _attach_checks(state: CentralState) -> None:
     attach(state)
 
 
+def _settle_garbage_collector() -> None:
+    """Start-up objects (modules, the ORM's mappers, templates) live as long as the process: freeze
+    them out of the collector's view, and let the young generation grow before a collection, so a
+    full collection no longer walks them in the middle of a request (seen as p95 ≈ 2.5 × p50 on the
+    heavier pages). Cyclic garbage is still collected."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 50, 100)
+
+
 def create_app(settings: Settings, *, start_ingest: bool = True) -> FastAPI:
     """The app; its lifespan opens the database, secrets, ingest and checks."""
 
@@ -94,6 +105,7 @@ def create_app(settings: Settings, *, start_ingest: bool = True) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with central_state(settings, start_ingest=start_ingest) as state:
             app.state.central = state
+            _settle_garbage_collector()
             yield
 
     app = FastAPI(
