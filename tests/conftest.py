@@ -11,10 +11,15 @@ import asyncio
 import os
 import socket
 import threading
+import uuid
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import pytest
+
+if TYPE_CHECKING:
+    import paho.mqtt.client as mqtt
 
 
 def _reachable(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -84,3 +89,18 @@ def postgres_url() -> str:
     if not _reachable(host, port):
         pytest.skip(f"PostgreSQL not reachable at {host}:{port}; set IMD_TEST_DATABASE_URL to run them")
     return url
+
+
+def mqtt_publisher(mqtt_url: str, prefix: str = "test-pub") -> mqtt.Client:
+    """A connected paho client (network loop running) for a test to publish with, as a collector would."""
+    import paho.mqtt.client as mqtt
+
+    from protocols.mqtturl import parse_mqtt_url
+
+    url = parse_mqtt_url(mqtt_url)
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{prefix}-{uuid.uuid4().hex[:8]}")
+    if url.username:
+        client.username_pw_set(url.username, url.password)
+    client.connect(url.host, url.port)
+    client.loop_start()
+    return client

@@ -34,17 +34,11 @@ from protocols.messages import (
     parse_command,
     status_topic,
 )
-from protocols.mqtturl import parse_mqtt_url
+from tests.conftest import mqtt_publisher
 
 
 def publisher(mqtt_url: str) -> mqtt.Client:
-    url = parse_mqtt_url(mqtt_url)
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-pub-{uuid.uuid4().hex[:8]}")
-    if url.username:
-        client.username_pw_set(url.username, url.password)
-    client.connect(url.host, url.port)
-    client.loop_start()
-    return client
+    return mqtt_publisher(mqtt_url, "test-pub")
 
 
 def publish(client: mqtt.Client, topic: str, payload: bytes) -> None:

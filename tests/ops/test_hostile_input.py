@@ -24,7 +24,7 @@ from central.ingest import MAX_REJECTED_PAYLOAD, IngestProcessor, MqttIngest
 from central.models import RawFrame, RejectedMessage
 from central.site_import import import_site
 from protocols.messages import MAX_PAYLOAD_BYTES, FrameBatch, FrameMessage, encode, frames_topic
-from protocols.mqtturl import parse_mqtt_url
+from tests.conftest import mqtt_publisher
 
 MiB = 1024 * 1024
 FRAME = bytes.fromhex(
@@ -34,13 +34,7 @@ FRAME = bytes.fromhex(
 
 
 def _publisher(mqtt_url: str) -> mqtt.Client:
-    url = parse_mqtt_url(mqtt_url)
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"t-hostile-{uuid.uuid4().hex[:8]}")
-    if url.username:
-        client.username_pw_set(url.username, url.password)
-    client.connect(url.host, url.port)
-    client.loop_start()
-    return client
+    return mqtt_publisher(mqtt_url, "t-hostile")
 
 
 def _batch(collector: str, sequences: range) -> bytes:

@@ -41,19 +41,13 @@ from protocols.messages import (
     frames_topic,
     status_topic,
 )
-from protocols.mqtturl import parse_mqtt_url
+from tests.conftest import mqtt_publisher
 
 ALERTS = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "imd-alerts.yml"
 
 
 def _publisher(mqtt_url: str) -> mqtt.Client:
-    url = parse_mqtt_url(mqtt_url)
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"t-metrics-{uuid.uuid4().hex[:8]}")
-    if url.username:
-        client.username_pw_set(url.username, url.password)
-    client.connect(url.host, url.port)
-    client.loop_start()
-    return client
+    return mqtt_publisher(mqtt_url, "t-metrics")
 
 
 async def _eventually(check: Any, timeout: float = 15.0) -> None:
