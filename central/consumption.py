@@ -8,16 +8,17 @@ resolution). Each boundary says which method gave it, so a billing basis can sho
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Integer, and_, func, literal, or_, select, union_all
+from sqlalchemy import String, and_, bindparam, or_, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from central.checks import MAIN_REGISTER
-from central.models import Meter, Reading
+from central.models import Meter, Reading, UTCDateTime
 
 
 def interpolate(before: tuple[datetime, Decimal], after: tuple[datetime, Decimal], at: datetime) -> Decimal:
@@ -71,69 +72,89 @@ async def _nearest(
 FIRST_WINDOW = timedelta(days=2)
 
 
+_CHUNK = 500
+
+
 async def nearest_readings(
     session: AsyncSession, meters: Sequence[Meter], at: datetime, *, limit: timedelta
 ) -> dict[tuple[int, bool], tuple[datetime, Decimal, str]]:
-    """:func:`_nearest` for many meters at once, both sides in one query: by (meter id, after) each
-    meter's reading of its billing register nearest to ``at`` within ``limit`` (the plain register on
-    a tie); a reading at ``at`` itself is on both sides."""
+    """:func:`_nearest` for many meters at once: by (meter id, after) each meter's reading of its
+    billing register nearest to ``at`` within ``limit`` (the plain register on a tie); a reading at
+    ``at`` itself is on both sides."""
     main = {m.id: reg for m in meters if (reg := MAIN_REGISTER.get(m.medium)) is not None}
-    pairs = sorted(set(main.values()))
-    out: dict[tuple[int, bool], tuple[datetime, Decimal, str]] = {}
-    missing = {side: sorted(main) for side in (False, True)}
-    for width in sorted({min(limit, FIRST_WINDOW), limit}):
-        for start in range(0, max(len(ids) for ids in missing.values()), 500):
-            sides = [
-                _ranked(ids[start : start + 500], pairs, at, width, after=side)
-                for side, ids in missing.items()
-                if ids[start : start + 500]
-            ]
-            if not sides:
+    if not main:
+        return {}
+    statement = _candidates(tuple(sorted(set(main.values()))))
+    best: dict[tuple[int, bool], tuple[datetime, str, str]] = {}
+    ids = sorted(main)
+    first = min(limit, FIRST_WINDOW)
+    both = (at - first, at + first)
+    await _scan(session, statement, ids, main=main, best=best, at=at, window=both, sides=(False, True))
+    if limit > first:
+        for after in (False, True):
+            missing = [m for m in ids if (m, after) not in best]
+            if missing:
+                window = (at, at + limit) if after else (at - limit, at)
+                await _scan(
+                    session, statement, missing, main=main, best=best, at=at, window=window, sides=(after,)
+                )
+    return {key: (read_at, Decimal(value), register) for key, (read_at, value, register) in best.items()}
+
+
+async def _scan(
+    session: AsyncSession,
+    statement: Any,
+    ids: list[int],
+    *,
+    main: dict[int, tuple[str, str]],
+    best: dict[tuple[int, bool], tuple[datetime, str, str]],
+    at: datetime,
+    window: tuple[datetime, datetime],
+    sides: tuple[bool, ...],
+) -> None:
+    """Keep in ``best`` the nearest candidate in ``window`` per (meter, side): plain rows ranked here,
+    not by a row_number window in SQL (that ranking cost several times the query itself). A value
+    stays text until it wins; only the winners become Decimals."""
+    for start in range(0, len(ids), _CHUNK):
+        rows = await session.execute(
+            statement, {"ids": ids[start : start + _CHUNK], "lo": window[0], "hi": window[1]}
+        )
+        for meter_id, quantity, unit, read_at, value, register in rows:
+            if main[meter_id] != (quantity, unit):
                 continue
-            ranked = (union_all(*sides) if len(sides) > 1 else sides[0]).subquery()
-            columns = ("after", "meter_id", "quantity", "unit", "read_at", "value", "register")
-            rows = await session.execute(
-                select(*(ranked.c[name] for name in columns)).where(ranked.c.rank == 1)
-            )
-            for after, meter_id, quantity, unit, read_at, value, register in rows:
-                if main[meter_id] == (quantity, unit):
-                    out[meter_id, bool(after)] = (read_at, value, register)
-        missing = {side: [m for m in ids if (m, side) not in out] for side, ids in missing.items()}
-    return out
+            for after in sides:
+                if (read_at < at) if after else (read_at > at):
+                    continue
+                held = best.get((meter_id, after))
+                if held is not None:
+                    if read_at == held[0]:
+                        if (len(register), register) >= (len(held[2]), held[2]):
+                            continue
+                    elif (read_at > held[0]) if after else (read_at < held[0]):
+                        continue
+                best[meter_id, after] = (read_at, value, register)
 
 
-def _ranked(
-    ids: list[int], pairs: list[tuple[str, str]], at: datetime, limit: timedelta, *, after: bool
-) -> Any:
-    """Billing-register candidates on one side of ``at``, ranked nearest first per meter and register."""
-    window = (
-        and_(Reading.read_at >= at, Reading.read_at <= at + limit)
-        if after
-        else and_(Reading.read_at <= at, Reading.read_at >= at - limit)
-    )
-    order = Reading.read_at.asc() if after else Reading.read_at.desc()
+@functools.cache
+def _candidates(pairs: tuple[tuple[str, str], ...]) -> Any:
+    """The billing-register candidates of some meters in [lo, hi]; built once per set of registers
+    (the statement's construction and cache key cost more than its execution)."""
     return select(
-        literal(int(after), Integer).label("after"),
         Reading.meter_id,
         Reading.quantity,
         Reading.unit,
         Reading.read_at,
-        Reading.value,
+        type_coerce(Reading.value, String),
         Reading.register,
-        func.row_number()
-        .over(
-            partition_by=(Reading.meter_id, Reading.quantity, Reading.unit),
-            order_by=(order, func.length(Reading.register), Reading.register),
-        )
-        .label("rank"),
     ).where(
-        Reading.meter_id.in_(ids),
+        Reading.meter_id.in_(bindparam("ids", expanding=True)),
         or_(*(and_(Reading.quantity == q, Reading.unit == u) for q, u in pairs)),
         Reading.storage == 0,
         Reading.tariff == 0,
         Reading.subunit == 0,
         Reading.function == "instantaneous",
-        window,
+        Reading.read_at >= bindparam("lo", type_=UTCDateTime()),
+        Reading.read_at <= bindparam("hi", type_=UTCDateTime()),
     )
 
 
