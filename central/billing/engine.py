@@ -32,6 +32,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from itertools import pairwise
 
+from .fastinit import builder
 from .invoices import CostAnalysis, analyse_costs, main_meter_difference
 from .model import (
     Apartment,
@@ -139,6 +140,9 @@ class _Piece:
     split_days: tuple[int, int] | None  # (days here, days between the hard boundaries)
 
 
+_new_piece = builder(_Piece)
+
+
 def _pieces(point: MeterPoint, cuts: list[date], price_cuts: set[date], run: _Run) -> list[_Piece] | Missing:
     s = run.inp.settings
     if len(cuts) == 2:
@@ -153,7 +157,7 @@ def _pieces(point: MeterPoint, cuts: list[date], price_cuts: set[date], run: _Ru
             run.boundary_utc(lo),
             run.boundary_utc(hi),
         )
-        return used if isinstance(used, Missing) else [_Piece(point, lo, hi, used.quantity, used, None)]
+        return used if isinstance(used, Missing) else [_new_piece(point, lo, hi, used.quantity, used, None)]
     instants: list[datetime | None] = []
     for i, day in enumerate(cuts):
         if i in (0, len(cuts) - 1) or day in price_cuts:
@@ -194,8 +198,11 @@ def _span_views(pieces: list[_Piece]) -> tuple[SpanView, ...]:
     return tuple(seen.values())
 
 
+_new_view = builder(SpanView)
+
+
 def _view(point_id: str, span: MeterSpan) -> SpanView:
-    return SpanView(
+    return _new_view(
         point_id,
         span.meter_id,
         span.start.at,
@@ -323,6 +330,9 @@ def _payer(seg: Segment, medium: Medium | None) -> Payer:
     return Payer.TENANT
 
 
+_new_line = builder(BillingLine)  # every field, in declaration order (see fastinit)
+
+
 def _line(
     run: _Run,
     *,
@@ -361,36 +371,37 @@ def _line(
         period_from.isoformat(),
         point_id or "",
     )
-    return BillingLine(
-        line_id=line_id,
-        run_id=run.run_id,
-        kind=kind,
-        charge=charge,
-        medium=medium,
-        apartment_id=apt.id if apt else None,
-        object_number=apt.object_number if apt else "",
-        apartment_number=apt.number if apt else "",
-        tenant_ref=tenant_ref,
-        payer=payer,
-        period_from=period_from,
-        period_to=end or (seg.end if seg else run.inp.period_to),
-        quantity=quantity,
-        unit=unit,
-        unit_price=unit_price,
-        net=net,
-        vat_class=vat_class,
-        vat_rate=rate,
-        vat=to_ore(mul(net, rate), run.rounding),
-        spans=spans,
-        source=f.source,
-        estimated=f.estimated,
-        estimate_method=f.method,
-        estimate_reason=f.reason,
-        held=f.held,
-        hold_reason=f.hold_reason,
-        text=text + (" (vakant)" if vacant else ""),
-        arithmetic=arithmetic,
-        point_id=point_id,
+    return _new_line(
+        line_id,
+        run.run_id,
+        kind,
+        charge,
+        medium,
+        apt.id if apt else None,
+        apt.object_number if apt else "",
+        apt.number if apt else "",
+        tenant_ref,
+        payer,
+        period_from,
+        end or (seg.end if seg else run.inp.period_to),
+        quantity,
+        unit,
+        unit_price,
+        net,
+        vat_class,
+        rate,
+        to_ore(mul(net, rate), run.rounding),
+        spans,
+        f.source,
+        f.estimated,
+        f.method,
+        f.reason,
+        f.held,
+        f.hold_reason,
+        text + (" (vakant)" if vacant else ""),
+        arithmetic,
+        None,  # corrects
+        point_id,
     )
 
 

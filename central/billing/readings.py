@@ -20,6 +20,7 @@ from decimal import Decimal
 from math import gcd
 from operator import itemgetter
 
+from .fastinit import builder
 from .model import MeterInstallation, MeterPoint, Reading, ReadingSource
 from .money import EXACT, ZERO
 
@@ -88,6 +89,21 @@ class PointConsumption:
                 if value.estimated:
                     return value.method, value.reason
         return None, None
+
+
+_new_value = builder(AlignedValue)
+_new_span = builder(MeterSpan)
+_new_consumption = builder(PointConsumption)
+
+
+def _consumption(point_id: str, spans: tuple[MeterSpan, ...]) -> PointConsumption:
+    """``PointConsumption(point_id, spans)`` on the hot path: its derived fields set directly."""
+    if len(spans) == 1:
+        span = spans[0]
+        start, end = span.start, span.end
+        qty = ZERO + (end.value - start.value)  # as __post_init__: ZERO + keeps sum()'s exponent
+        return _new_consumption(point_id, spans, qty, start.estimated or end.estimated)
+    return PointConsumption(point_id, spans)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,9 +187,9 @@ def interpolate(v0: Decimal, v1: Decimal, part: int, span: int, decimals: int) -
 def _derived(r0: Reading, r1: Reading, at: datetime, value: Decimal, kind: str) -> AlignedValue:
     est = r0 if r0.source is ReadingSource.ESTIMATED else r1 if r1.source is ReadingSource.ESTIMATED else None
     if est is None:
-        return AlignedValue(at, value, kind, kind == "extrapolated", kind, None, (r0.id, r1.id))
+        return _new_value(at, value, kind, kind == "extrapolated", kind, None, (r0.id, r1.id))
     method = f"{kind} from estimated reading ({est.method or 'unspecified'})"
-    return AlignedValue(at, value, kind, True, method, est.reason, (r0.id, r1.id))
+    return _new_value(at, value, kind, True, method, est.reason, (r0.id, r1.id))
 
 
 def value_at(
@@ -250,13 +266,13 @@ def consumption(  # noqa: PLR0917 - the UTC instants are an optional shortcut
             return Missing(point.id, lo if v0 is None else hi, f"no usable reading on meter {inst.meter_id}")
         if v1.value < v0.value:
             return Missing(point.id, hi, f"register of meter {inst.meter_id} went backwards")
-        spans.append(MeterSpan(inst.meter_id, v0, v1))
+        spans.append(_new_span(inst.meter_id, v0, v1))
         covered += _span_micros(hi_u - lo_u)
     if not spans:
         return Missing(point.id, start, "no meter installed in the interval")
     if covered < _span_micros(end_u - start_u):
         return Missing(point.id, start, "no meter installed for part of the interval")
-    return PointConsumption(point.id, tuple(spans))
+    return _consumption(point.id, tuple(spans))
 
 
 def move_reading(point: MeterPoint, day: date, timezone: str) -> datetime | None:

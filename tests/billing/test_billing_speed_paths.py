@@ -169,3 +169,39 @@ def test_interpolate_matches_the_decimal_computation(
     got = interpolate(v0, v1, part, span, decimals)
     assert got == want
     assert got.as_tuple().exponent == want.as_tuple().exponent
+
+
+def test_fast_builders_make_what_the_constructors_make() -> None:
+    """What the run builds with ``fastinit.builder`` (lines, span views, consumptions) is what the
+    plain constructor makes of the same fields: equal, same hash, same derived fields, frozen."""
+    import dataclasses
+
+    import pytest
+
+    from central.billing.fastinit import builder
+    from central.billing.readings import PointConsumption, consumption
+
+    inp = build_property(3, 10)
+    run = compute_run(inp, "R-3", CREATED, "bench")
+    full = run if isinstance(run, BillingRun) else run.preview
+    assert full is not None
+    used = consumption(
+        inp.meter_points[0], datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 4, 1, tzinfo=UTC)
+    )
+    assert isinstance(used, PointConsumption)
+    for obj in (full.lines[0], full.lines[0].spans[0], used, used.spans[0], used.spans[0].start):
+        cls = type(obj)
+        fields = dataclasses.fields(cls)
+        plain = cls(**{f.name: getattr(obj, f.name) for f in fields if f.init})
+        made = builder(cls)(*(getattr(obj, f.name) for f in fields))
+        for other in (obj, made):
+            assert type(other) is cls
+            assert other == plain
+            assert hash(other) == hash(plain)
+            assert [repr(getattr(other, f.name)) for f in fields] == [
+                repr(getattr(plain, f.name)) for f in fields
+            ]
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            made.__setattr__(fields[0].name, None)
+    with pytest.raises(TypeError):
+        builder(Colour)
