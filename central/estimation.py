@@ -256,15 +256,43 @@ async def boundary_value(
     if before is not None and before[0] == at:
         return Boundary(at, before[1], "measured", [before[0]])
     after = await _near(session, meter, at, after=True, limit=gap, prefetch=prefetch)
+    return _boundary(before, after, at, limits, side)
+
+
+def _boundary(
+    before: tuple[datetime, Decimal] | None,
+    after: tuple[datetime, Decimal] | None,
+    at: datetime,
+    limits: EstimationLimits,
+    side: str | None,
+) -> Boundary:
+    """:func:`boundary_value` from the nearest readings on both sides."""
+    if before is not None and before[0] == at:
+        return Boundary(at, before[1], "measured", [before[0]])
     if after is not None and after[0] == at:
         return Boundary(at, after[1], "measured", [after[0]])
-    if before is not None and after is not None and after[0] - before[0] <= gap:
+    if before is not None and after is not None and after[0] - before[0] <= limits.max_interpolation_gap:
         value = interpolate(before, after, at)
         return Boundary(at, value, "interpolated", [before[0], after[0]])
-    own = {"after": after, "before": before}.get(side or "")
+    own = after if side == "after" else before if side == "before" else None
     if own is not None and abs(own[0] - at) <= limits.max_boundary_offset:
         return Boundary(at, own[1], "installation", [own[0]])
     return Boundary(at, None, "missing")
+
+
+def _prefetched(
+    near: dict[tuple[int, datetime, bool], tuple[datetime, Decimal] | None],
+    meter_id: int,
+    at: datetime,
+    limits: EstimationLimits,
+    side: str | None,
+) -> Boundary | None:
+    """The boundary from prefetched readings, without a query or a coroutine; None when the prefetch
+    does not hold both sides (then :func:`boundary_value` reads them)."""
+    before, after = (meter_id, at, False), (meter_id, at, True)
+    if before not in near or after not in near:
+        return None
+    return _boundary(near[before], near[after], at, limits, side)
 
 
 def _segment(meter: Meter, start: datetime, end: datetime) -> tuple[datetime, datetime]:
@@ -306,13 +334,16 @@ async def measured_consumption(
         meters = prefetch.meters[point.id]
     else:
         meters = await _meters_on(session, point.id, start, end)
+    near = prefetch.near if prefetch is not None and prefetch.gap == limits.max_interpolation_gap else {}
     for meter in meters:
         seg_start, seg_end = _segment(meter, start, end)
-        first = await boundary_value(
-            session, meter, seg_start, limits, side="after" if seg_start != start else None, prefetch=prefetch
+        first_side = "after" if seg_start != start else None
+        last_side = "before" if seg_end != end else None
+        first = _prefetched(near, meter.id, seg_start, limits, first_side) or await boundary_value(
+            session, meter, seg_start, limits, side=first_side, prefetch=prefetch
         )
-        last = await boundary_value(
-            session, meter, seg_end, limits, side="before" if seg_end != end else None, prefetch=prefetch
+        last = _prefetched(near, meter.id, seg_end, limits, last_side) or await boundary_value(
+            session, meter, seg_end, limits, side=last_side, prefetch=prefetch
         )
         segment = Segment(meter, first, last)
         result.segments.append(segment)
