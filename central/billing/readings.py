@@ -17,8 +17,9 @@ from bisect import bisect_left
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from itertools import islice
 from math import gcd
-from operator import itemgetter
+from operator import itemgetter, lt
 
 from .fastinit import builder
 from .model import MeterInstallation, MeterPoint, Reading, ReadingSource
@@ -114,6 +115,7 @@ class Missing:
 
 
 _MICROSECOND = timedelta(microseconds=1)
+_NO_TIME = timedelta(0)
 
 
 def _span_micros(delta: timedelta) -> int:
@@ -135,17 +137,22 @@ class _Rows:
         # ``lo``/``hi``: the installation and removal instants in UTC when the caller has them already.
         lo = lo or inst.installed_at.astimezone(UTC)
         hi = hi or (inst.removed_at.astimezone(UTC) if inst.removed_at is not None else None)
-        keyed = []
+        rows: list[Reading] = []
+        times: list[datetime] = []
         for r in inst.readings:
             t = r.at
             if t.tzinfo is not UTC:  # readings from the database are UTC already: no conversion
                 t = t.astimezone(UTC)
             if t >= lo and (hi is None or t <= hi):
-                keyed.append((t, r.id, r))
-        if any(keyed[i][0] >= keyed[i + 1][0] for i in range(len(keyed) - 1)):
-            keyed.sort(key=_BY_TIME_ID)  # usually already in time order: the adapter sorts
-        self.rows = [k[2] for k in keyed]
-        self.times = [k[0] for k in keyed]
+                rows.append(r)
+                times.append(t)
+        if not all(map(lt, times, islice(times, 1, None))):
+            # Usually strictly in time order already (the adapter sorts): else by (instant, id), stably.
+            keyed = sorted(zip(times, [r.id for r in rows], rows, strict=True), key=_BY_TIME_ID)
+            rows = [k[2] for k in keyed]
+            times = [k[0] for k in keyed]
+        self.rows = rows
+        self.times = times
 
 
 def _usable(inst: MeterInstallation) -> list[Reading]:
@@ -213,7 +220,12 @@ def _value_at(
             at, r.value, str(r.source), r.source is ReadingSource.ESTIMATED, r.method, r.reason, (r.id,)
         )
     if 0 < i < n:
-        return _derived(rows[i - 1], rows[i], at, _line(usable, i - 1, i, t, decimals), "interpolated")
+        # ``_line(usable, i - 1, i, t, decimals)``, inlined: every boundary of a daily read-out is here.
+        r0, r1, t0 = rows[i - 1], rows[i], times[i - 1]
+        value = interpolate(
+            r0.value, r1.value, (t - t0) // _MICROSECOND, (times[i] - t0) // _MICROSECOND, decimals
+        )
+        return _derived(r0, r1, at, value, "interpolated")
     limit = timedelta(days=max_extrapolation_days)
     if n < 2:
         return None
@@ -247,7 +259,7 @@ def consumption(  # noqa: PLR0917 - the UTC instants are an optional shortcut
     installs = point.installations
     if len(installs) > 1:
         installs = tuple(sorted(installs, key=lambda m: (m.installed_at.astimezone(UTC), m.meter_id)))
-    covered = 0
+    covered = _NO_TIME  # timedeltas add and compare exactly
     for inst in installs:
         inst_u = inst.installed_at.astimezone(UTC)
         lo, lo_u = (start, start_u) if start_u >= inst_u else (inst.installed_at, inst_u)
@@ -267,10 +279,10 @@ def consumption(  # noqa: PLR0917 - the UTC instants are an optional shortcut
         if v1.value < v0.value:
             return Missing(point.id, hi, f"register of meter {inst.meter_id} went backwards")
         spans.append(_new_span(inst.meter_id, v0, v1))
-        covered += _span_micros(hi_u - lo_u)
+        covered += hi_u - lo_u
     if not spans:
         return Missing(point.id, start, "no meter installed in the interval")
-    if covered < _span_micros(end_u - start_u):
+    if covered < end_u - start_u:
         return Missing(point.id, start, "no meter installed for part of the interval")
     return _consumption(point.id, tuple(spans))
 
