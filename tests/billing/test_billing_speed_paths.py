@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from enum import StrEnum
 from fractions import Fraction
+from zoneinfo import ZoneInfo
 
 from billing_builders import CREATED
 from hypothesis import given, settings
@@ -205,3 +206,32 @@ def test_fast_builders_make_what_the_constructors_make() -> None:
             made.__setattr__(fields[0].name, None)
     with pytest.raises(TypeError):
         builder(Colour)
+
+
+_ZONES = ["Europe/Stockholm", "America/St_Johns", "Asia/Kathmandu", "Australia/Lord_Howe", "UTC"]
+_offsets = st.timedeltas(min_value=timedelta(hours=-23), max_value=timedelta(hours=23))
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.datetimes(
+        min_value=datetime(1, 1, 2),
+        max_value=datetime(9999, 12, 30),
+        timezones=st.one_of(
+            st.none(),
+            st.sampled_from(_ZONES).map(ZoneInfo),
+            _offsets.map(timezone),
+            st.just(UTC),
+        ),
+        allow_imaginary=True,
+    ),
+    st.booleans(),
+)
+def test_datetime_text_is_isoformat(value: datetime, fold: bool) -> None:
+    """The digest's own datetime text (cached day, clock and offset parts) is ``isoformat``'s, for
+    naive and aware values, odd offsets (seconds, microseconds), folds and gaps of real zones."""
+    from central.billing.serial import _datetime_json
+
+    value = value.replace(fold=int(fold))
+    assert _datetime_json(value) == '"' + value.isoformat() + '"'
+    assert canonical_json(value) == reference_json(value)
