@@ -9,13 +9,16 @@ resolution). Each boundary says which method gave it, so a billing basis can sho
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import String, and_, bindparam, or_, select, type_coerce
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.types import NullType, TypeDecorator
 
 from central.checks import MAIN_REGISTER
 from central.models import Meter, Reading, UTCDateTime
@@ -67,83 +70,132 @@ async def _nearest(
     return best[0], best[1], best[2]
 
 
-# Most meters read daily: a narrow window finds nearly every nearest reading with a few rows a meter,
-# and only the meters it misses are looked for again across the whole allowed gap.
-FIRST_WINDOW = timedelta(days=2)
+# Most meters read daily: a window of a day and a bit on each side of an instant holds the nearest
+# readings of nearly every meter (a row or two a side; collectors' schedules drift by minutes), and
+# only the meters it misses are looked for again across the whole allowed gap.
+FIRST_WINDOW = timedelta(hours=26)
+_CHUNK = 500  # meter ids per query
+_WINDOWS = 8  # time windows per query
 
 
-_CHUNK = 500
+@dataclass(frozen=True, slots=True)
+class _Search:
+    at: Any  # the instant, and the window's ends, as the database stores times
+    lo: Any
+    hi: Any
+    sides: tuple[bool, ...]  # after?
+    instant: datetime
+    ids: frozenset[int]
 
 
 async def nearest_readings(
-    session: AsyncSession, meters: Sequence[Meter], at: datetime, *, limit: timedelta
-) -> dict[tuple[int, bool], tuple[datetime, Decimal, str]]:
-    """:func:`_nearest` for many meters at once: by (meter id, after) each meter's reading of its
-    billing register nearest to ``at`` within ``limit`` (the plain register on a tie); a reading at
-    ``at`` itself is on both sides."""
-    main = {m.id: reg for m in meters if (reg := MAIN_REGISTER.get(m.medium)) is not None}
-    if not main:
-        return {}
-    statement = _candidates(tuple(sorted(set(main.values()))))
-    best: dict[tuple[int, bool], tuple[datetime, str, str]] = {}
-    ids = sorted(main)
+    session: AsyncSession, instants: Mapping[datetime, Sequence[Meter]], *, limit: timedelta
+) -> dict[tuple[int, datetime, bool], tuple[datetime, Decimal, str]]:
+    """:func:`_nearest` for many meters and instants at once: by (meter id, instant, after) the
+    meter's reading of its billing register nearest to the instant within ``limit`` (the plain
+    register on a tie); a reading at the instant itself is on both sides."""
+    main = {
+        m.id: reg
+        for meters in instants.values()
+        for m in meters
+        if (reg := MAIN_REGISTER.get(m.medium)) is not None
+    }
+    wanted = {at: frozenset(m.id for m in meters if m.id in main) for at, meters in instants.items()}
+    dialect = session.get_bind().dialect
+    stored = _stored_time(dialect)
     first = min(limit, FIRST_WINDOW)
-    both = (at - first, at + first)
-    await _scan(session, statement, ids, main=main, best=best, at=at, window=both, sides=(False, True))
+    best: dict[tuple[int, datetime, bool], tuple[Any, str, str]] = {}
+    searches = [
+        _Search(stored(at), stored(at - first), stored(at + first), (False, True), at, ids)
+        for at, ids in wanted.items()
+        if ids
+    ]
+    await _search(session, searches, main, best)
     if limit > first:
-        for after in (False, True):
-            missing = [m for m in ids if (m, after) not in best]
-            if missing:
-                window = (at, at + limit) if after else (at - limit, at)
-                await _scan(
-                    session, statement, missing, main=main, best=best, at=at, window=window, sides=(after,)
-                )
-    return {key: (read_at, Decimal(value), register) for key, (read_at, value, register) in best.items()}
+        searches = []
+        for at, ids in wanted.items():
+            for after in (False, True):
+                missing = frozenset(m for m in ids if (m, at, after) not in best)
+                if missing:
+                    lo, hi = (at, at + limit) if after else (at - limit, at)
+                    searches.append(_Search(stored(at), stored(lo), stored(hi), (after,), at, missing))
+        await _search(session, searches, main, best)
+    read_time = _read_time(dialect)
+    return {
+        key: (read_time(read_at), Decimal(value), register)
+        for key, (read_at, value, register) in best.items()
+    }
 
 
-async def _scan(
+async def _search(
     session: AsyncSession,
-    statement: Any,
-    ids: list[int],
-    *,
+    searches: list[_Search],
     main: dict[int, tuple[str, str]],
-    best: dict[tuple[int, bool], tuple[datetime, str, str]],
-    at: datetime,
-    window: tuple[datetime, datetime],
-    sides: tuple[bool, ...],
+    best: dict[tuple[int, datetime, bool], tuple[Any, str, str]],
 ) -> None:
-    """Keep in ``best`` the nearest candidate in ``window`` per (meter, side): plain rows ranked here,
-    not by a row_number window in SQL (that ranking cost several times the query itself). A value
-    stays text until it wins; only the winners become Decimals."""
-    for start in range(0, len(ids), _CHUNK):
-        rows = await session.execute(
-            statement, {"ids": ids[start : start + _CHUNK], "lo": window[0], "hi": window[1]}
-        )
-        for meter_id, quantity, unit, read_at, value, register in rows:
-            if main[meter_id] != (quantity, unit):
-                continue
-            for after in sides:
-                if (read_at < at) if after else (read_at > at):
+    """Keep in ``best`` the nearest candidate per (meter, instant, side) of each search: plain rows of
+    several windows at once, ranked here rather than by a row_number window in SQL (that ranking
+    cost several times the query itself). Times and values stay as the database gives them (SQLite:
+    text, which is also how its SQL compares them) until they win; only the winners are converted."""
+    for group in (searches[n : n + _WINDOWS] for n in range(0, len(searches), _WINDOWS)):
+        ids = sorted(set().union(*(s.ids for s in group)))
+        statement = _candidates(tuple(sorted({main[m] for m in ids})), len(group))
+        windows = {f"lo{n}": s.lo for n, s in enumerate(group)} | {
+            f"hi{n}": s.hi for n, s in enumerate(group)
+        }
+        for start in range(0, len(ids), _CHUNK):
+            rows = await session.execute(statement, {"ids": ids[start : start + _CHUNK], **windows})
+            for meter_id, quantity, unit, read_at, value, register in rows:
+                if main[meter_id] != (quantity, unit):
                     continue
-                held = best.get((meter_id, after))
-                if held is not None:
-                    if read_at == held[0]:
-                        if (len(register), register) >= (len(held[2]), held[2]):
-                            continue
-                    elif (read_at > held[0]) if after else (read_at < held[0]):
+                for s in group:
+                    if meter_id not in s.ids or not s.lo <= read_at <= s.hi:
                         continue
-                best[meter_id, after] = (read_at, value, register)
+                    for after in s.sides:
+                        if (read_at < s.at) if after else (read_at > s.at):
+                            continue
+                        key = (meter_id, s.instant, after)
+                        held = best.get(key)
+                        if held is not None:
+                            if read_at == held[0]:
+                                if (len(register), register) >= (len(held[2]), held[2]):
+                                    continue
+                            elif (read_at > held[0]) if after else (read_at < held[0]):
+                                continue
+                        best[key] = (read_at, value, register)
+
+
+class _AsStored(TypeDecorator[Any]):
+    """A column or parameter exactly as the driver gives or takes it: no conversion either way."""
+
+    impl = NullType
+    cache_ok = True
 
 
 @functools.cache
-def _candidates(pairs: tuple[tuple[str, str], ...]) -> Any:
-    """The billing-register candidates of some meters in [lo, hi]; built once per set of registers
-    (the statement's construction and cache key cost more than its execution)."""
+def _stored_time(dialect: Dialect) -> Callable[[datetime], Any]:
+    """A time as the database stores it (the bind conversion of ``reading.read_at``)."""
+    bind = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+    return bind if bind is not None else lambda at: at
+
+
+@functools.cache
+def _read_time(dialect: Dialect) -> Callable[[Any], Any]:
+    """A stored time as ``reading.read_at`` reads it (aware UTC)."""
+    result = UTCDateTime().dialect_impl(dialect).result_processor(dialect, None)
+    return result if result is not None else lambda at: at
+
+
+@functools.cache
+def _candidates(pairs: tuple[tuple[str, str], ...], windows: int) -> Any:
+    """The billing-register candidates of some meters in any of ``windows`` time windows (lo0..hi0,
+    ...), times and values as stored; built once per shape (its construction and cache key cost more
+    than running it)."""
     return select(
         Reading.meter_id,
         Reading.quantity,
         Reading.unit,
-        Reading.read_at,
+        type_coerce(Reading.read_at, _AsStored()),
         type_coerce(Reading.value, String),
         Reading.register,
     ).where(
@@ -153,8 +205,15 @@ def _candidates(pairs: tuple[tuple[str, str], ...]) -> Any:
         Reading.tariff == 0,
         Reading.subunit == 0,
         Reading.function == "instantaneous",
-        Reading.read_at >= bindparam("lo", type_=UTCDateTime()),
-        Reading.read_at <= bindparam("hi", type_=UTCDateTime()),
+        or_(
+            *(
+                and_(
+                    Reading.read_at >= bindparam(f"lo{n}", type_=_AsStored()),
+                    Reading.read_at <= bindparam(f"hi{n}", type_=_AsStored()),
+                )
+                for n in range(windows)
+            )
+        ),
     )
 
 

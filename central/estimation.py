@@ -38,7 +38,7 @@ from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from central.checks import MAIN_REGISTER
@@ -547,27 +547,32 @@ async def property_prefetch(
         (await session.execute(select(Apartment).where(Apartment.property_id == property_id))).scalars()
     )
     prefetch = Prefetch((start, end), limits.max_interpolation_gap, apartments={a.id: a for a in apartments})
+    # Every point, with the meters installed in the period if any (one query for both).
     rows = await session.execute(
-        select(Meter, MeterPoint.id)
-        .join(MeterPoint, Meter.meter_point_id == MeterPoint.id)
+        select(MeterPoint.id, Meter)
+        .outerjoin(
+            Meter,
+            and_(
+                Meter.meter_point_id == MeterPoint.id,
+                or_(Meter.installed_at.is_(None), Meter.installed_at < end),
+                or_(Meter.removed_at.is_(None), Meter.removed_at > start),
+            ),
+        )
         .where(MeterPoint.property_id == property_id)
-        .where(or_(Meter.installed_at.is_(None), Meter.installed_at < end))
-        .where(or_(Meter.removed_at.is_(None), Meter.removed_at > start))
         .order_by(MeterPoint.id, Meter.installed_at, Meter.id)
     )
-    point_ids = set(
-        (await session.execute(select(MeterPoint.id).where(MeterPoint.property_id == property_id))).scalars()
-    )
-    prefetch.meters = {pid: [] for pid in point_ids}
     at_instant: dict[datetime, list[Meter]] = {}
-    for meter, point_id in rows.all():
-        prefetch.meters[point_id].append(meter)
+    for point_id, meter in rows.all():
+        on_point = prefetch.meters.setdefault(point_id, [])
+        if meter is None:
+            continue
+        on_point.append(meter)
         for instant in _segment(meter, start, end):
             at_instant.setdefault(instant, []).append(meter)
+    found = await nearest_readings(session, at_instant, limit=prefetch.gap)
     for instant, meters in at_instant.items():
-        found = await nearest_readings(session, meters, instant, limit=prefetch.gap)
         for m in meters:
             for after in (False, True):
-                hit = found.get((m.id, after))
+                hit = found.get((m.id, instant, after))
                 prefetch.near[m.id, instant, after] = None if hit is None else (hit[0], hit[1])
     return _Loaded(prefetch, apartments)
