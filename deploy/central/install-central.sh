@@ -33,7 +33,8 @@ mv /opt/imd/src.new /opt/imd/src
 chown -R root:root /opt/imd/src
 
 [ -x /opt/imd/venv/bin/python ] || python3 -m venv /opt/imd/venv
-/opt/imd/venv/bin/pip install --quiet --upgrade pip
+# the venv's seeded setuptools (Debian 12: 66.1) has published advisories (make audit); see pyproject
+/opt/imd/venv/bin/pip install --quiet --upgrade pip 'setuptools>=83.0.0'
 /opt/imd/venv/bin/pip install --quiet /opt/imd/src
 
 install -d -m 0750 -o root -g imd-central /etc/imd

@@ -38,7 +38,8 @@ usermod -a -G dialout imd-edge
 echo "== virtual environment in $PREFIX/venv"
 install -d -m 0755 "$PREFIX"
 python3 -m venv "$PREFIX/venv"
-"$PREFIX/venv/bin/pip" install --quiet --upgrade pip
+# the venv's seeded setuptools has published advisories (make audit); see pyproject
+"$PREFIX/venv/bin/pip" install --quiet --upgrade pip 'setuptools>=83.0.0'
 "$PREFIX/venv/bin/pip" install --quiet "$SRC"
 install -d -m 0755 "$PREFIX/deploy/edge"
 install -m 0644 "$SRC/deploy/edge/README.md" "$PREFIX/deploy/edge/README.md"

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -130,3 +131,14 @@ def test_ingest_worker_command_line_is_accepted(tmp_path: Path) -> None:
     )
     assert (settings.api, settings.ingest, settings.scheduler) == (False, True, False)
     assert settings.mqtt_client_id == "imd-central-host-ingest-1"
+
+
+def test_install_scripts_upgrade_setuptools_past_its_advisories() -> None:
+    """A venv seeded by Debian's python3-venv carries a setuptools that `make audit` flags; the
+    production venvs get the floor the dev environment is held to."""
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    floor = re.search(r'^    "(setuptools>=[0-9.]+)",$', pyproject, re.MULTILINE)  # the dev extra's pin
+    assert floor is not None
+    for script in ("central/install-central.sh", "edge/install-raspberry-pi.sh"):
+        text = (DEPLOY / script).read_text()
+        assert f"--upgrade pip '{floor.group(1)}'" in text, script
