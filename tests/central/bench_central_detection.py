@@ -11,6 +11,18 @@ report that kind and how many of them were false, precision, and the detection d
 percentile, maximum, in days from the injected start to the fault being opened). Faults of severity
 ``info`` (rollover, low consumption) are notes and are not counted.
 
+Unobservable faults. Some injected faults leave the data exactly as a healthy meter's would be: a
+register stuck, or running backwards, in a flat where nothing is used from the fault's start to the
+end of the run gives the same read-outs as a working meter in an empty flat. The criterion is taken
+from the simulator, never from the rules: at every daily read-out from the fault's start to the end
+of the run the meter is asked for its read-out twice, with its faults and without them (same
+registers of every telegram, same identity, answering or not); when the two never differ the fault
+is counted as unobservable, reported apart with the true consumption of its billing register over
+the window, and left out of recall. Raised faults that match it still count as true for precision.
+For the others the first read-out that differs is the moment the fault became observable; the
+delay is also given from that moment (a backwards register in a flat whose people are away only
+moves back when they come home).
+
 Several seeds run side by side (``--seeds 7,11,23 --jobs 2``), each its own fleet and faults;
 ``--tuned`` names the seeds the rules were tuned on, the others are reported as held out.
 
@@ -74,6 +86,37 @@ class Injected:
     serial: str
     kind: str
     start: datetime
+    observable_at: datetime | None = None  # first read-out differing from a healthy meter's
+    true_use: str = ""  # the billing register's true growth over the fault window (unobservable)
+
+
+def first_difference(meter: Any, times: list[datetime]) -> datetime | None:
+    """The first of ``times`` at which the meter's read-out with its faults differs from the one it
+    would give without them: registers of its telegrams, identity, whether it answers at all."""
+    book = meter.faults
+    keys = {f.key for telegram in meter.layout for f in telegram}
+    for at in times:
+        if book is not None and book.silent(meter, at):
+            return at
+        faulty, faulty_id = meter.registers(at), meter.identity(at)
+        meter.faults = None
+        try:
+            healthy, healthy_id = meter.registers(at), meter.identity(at)
+        finally:
+            meter.faults = book
+        if faulty_id != healthy_id or any(faulty.get(k) != healthy.get(k) for k in keys):
+            return at
+    return None
+
+
+def true_growth(meter: Any, start: datetime, end: datetime) -> str:
+    """Growth of the meter's first billing register from ``start`` to ``end``, fault-free, in its unit."""
+    key = meter.main_registers[0] if meter.main_registers else None
+    if key is None:
+        return "-"
+    field = next(f for telegram in meter.layout for f in telegram if f.key == key)
+    grown = meter.base_registers(end)[key] - meter.base_registers(start)[key]
+    return f"{field.meant(grown)} {field.unit}"
 
 
 def _suits(kind: str, medium: str) -> bool:
@@ -120,6 +163,15 @@ async def run(
         for e in prop.sim.faults.events
         if e["event"] == "fault"
     ]
+
+    # Which faults the data can show at all, and from when (see the module docstring).
+    sim_meters = {m.ident: m for prop in fleet.properties for m in prop.sim.meters}
+    readouts = [start + timedelta(days=day) for day in range(days)]
+    for t in truth:
+        meter = sim_meters[int(t.serial)]
+        t.observable_at = first_difference(meter, [at for at in readouts if at >= t.start])
+        if t.observable_at is None:
+            t.true_use = true_growth(meter, t.start, readouts[-1])
 
     tmp = Path(tempfile.mkdtemp(prefix="imd-detect-"))
     db = await Database.open(f"sqlite+aiosqlite:///{tmp / 'central.sqlite'}")
@@ -224,33 +276,48 @@ async def run(
         "kinds": {},
         "false_positives_by_rule": dict(false_positives),
     }
+    report["unobservable"] = [
+        {
+            "meter": t.serial,
+            "medium": media[int(t.serial)][1],
+            "fault": t.kind,
+            "start": t.start.isoformat(),
+            "reason": "read-outs identical to a healthy meter's from the fault start to the end of the run",
+            "true_consumption": t.true_use,
+        }
+        for t in truth
+        if t.observable_at is None
+    ]
     for kind, rules in EXPECTED_RULES.items():
         injected = [t for t in truth if t.kind == kind]
-        hits = sorted(
-            (detected[(t.serial, t.kind)] - t.start).total_seconds() / 86400
-            for t in injected
-            if (t.serial, t.kind) in detected
+        observable = [t for t in injected if t.observable_at is not None]
+        found = [t for t in observable if (t.serial, t.kind) in detected]
+        hits = sorted((detected[(t.serial, t.kind)] - t.start).total_seconds() / 86400 for t in found)
+        seen = sorted(
+            max(0.0, (detected[(t.serial, t.kind)] - t.observable_at).total_seconds() / 86400)
+            for t in found
+            if t.observable_at is not None
         )
         if verbose:
             for t in injected:
-                if (t.serial, t.kind) not in detected:
-                    print("missed:", t.serial, media[int(t.serial)][1], kind, t.start.date())
+                if t.observable_at is None:
+                    print("unobservable:", t.serial, media[int(t.serial)][1], kind, t.start.date(),
+                          "true consumption over the window:", t.true_use)  # fmt: skip
+                elif (t.serial, t.kind) not in detected:
+                    print("missed:", t.serial, media[int(t.serial)][1], kind, t.start.date(),
+                          "observable from", t.observable_at.date())  # fmt: skip
         true = sum(true_by_rule[r] for r in rules)
         false = sum(false_positives.get(r, 0) for r in rules)
         report["kinds"][kind] = {
             "injected": len(injected),
+            "unobservable": len(injected) - len(observable),
             "detected": len(hits),
             "raised": true + false,
             "false": false,
-            "recall": round(len(hits) / len(injected), 3) if injected else None,
+            "recall": round(len(hits) / len(observable), 3) if observable else None,
             "precision": round(true / (true + false), 3) if true + false else None,
-            "delay_days": {
-                "median": round(statistics.median(hits), 1),
-                "p90": round(hits[min(len(hits) - 1, int(len(hits) * 0.9))], 1),
-                "max": round(hits[-1], 1),
-            }
-            if hits
-            else None,
+            "delay_days": _spread(hits),
+            "delay_from_observable_days": _spread(seen),
         }
     raised = sum(1 for f, _s in rows if f.severity != "info")
     report["raised_by_rule"] = {
@@ -259,6 +326,16 @@ async def run(
     }
     report["precision"] = round((raised - sum(false_positives.values())) / raised, 3) if raised else None
     return report
+
+
+def _spread(days: list[float]) -> dict[str, float] | None:
+    if not days:
+        return None
+    return {
+        "median": round(statistics.median(days), 1),
+        "p90": round(days[min(len(days) - 1, int(len(days) * 0.9))], 1),
+        "max": round(days[-1], 1),
+    }
 
 
 def _run_one(args: tuple[int, int, int, int, int, int, bool]) -> dict[str, Any]:
@@ -274,16 +351,26 @@ def table(report: dict[str, Any], held_out: bool) -> str:
         f"readings; {report['seconds']} s wall, CPU s: simulator {cpu['simulator']}, ingest "
         f"{cpu['ingest']}, checks {cpu['checks']}",
         "",
-        "| fault | injected | detected | recall | raised | false | precision | delay median/p90/max (d) |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        "| fault | injected | unobservable | detected | recall | raised | false | precision "
+        "| delay median/p90/max (d) | from observable (d) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for kind, k in report["kinds"].items():
-        d = k["delay_days"]
-        delay = f"{d['median']} / {d['p90']} / {d['max']}" if d else "-"
+        delays = [
+            f"{d['median']} / {d['p90']} / {d['max']}" if d else "-"
+            for d in (k["delay_days"], k["delay_from_observable_days"])
+        ]
         lines.append(
-            f"| {kind} | {k['injected']} | {k['detected']} | {k['recall']} | {k['raised']} | {k['false']} "
-            f"| {k['precision']} | {delay} |"
+            f"| {kind} | {k['injected']} | {k['unobservable']} | {k['detected']} | {k['recall']} "
+            f"| {k['raised']} | {k['false']} | {k['precision']} | {delays[0]} | {delays[1]} |"
         )
+    if report["unobservable"]:
+        lines.append("")
+    lines.extend(
+        f"unobservable (not in recall): {u['fault']} on {u['medium']} meter {u['meter']} from "
+        f"{u['start'][:10]}: {u['reason']}; true consumption over the window {u['true_consumption']}"
+        for u in report["unobservable"]
+    )
     lines.append(f"\nall raised faults: precision {report['precision']}; false positives by rule: "
                  f"{report['false_positives_by_rule'] or 'none'}")  # fmt: skip
     return "\n".join(lines)
