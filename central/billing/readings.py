@@ -188,7 +188,14 @@ def interpolate(v0: Decimal, v1: Decimal, part: int, span: int, decimals: int) -
     q, r = divmod(num, den)
     if 2 * r > den or (2 * r == den and q % 2):
         q += 1
-    return Decimal(q).scaleb(-decimals, context=EXACT)
+    step = _STEPS.get(decimals)
+    if step is None:
+        return Decimal(q).scaleb(-decimals, context=EXACT)
+    # q × 10^-decimals exactly (the coefficient and exponent scaleb gives), without its keywords.
+    return EXACT.multiply(Decimal(q), step)
+
+
+_STEPS = {d: Decimal(1).scaleb(-d) for d in range(-6, 10)}
 
 
 def _derived(r0: Reading, r1: Reading, at: datetime, value: Decimal, kind: str) -> AlignedValue:

@@ -240,10 +240,14 @@ def lock(run: BillingRun, by: str, at: datetime, note: str = "") -> BillingRun:
     return _step(run, RunState.LOCKED, by, at, note)
 
 
+_SHA256 = hashlib.sha256()
+
+
 def make_line_id(run_id: str, *parts: str) -> str:
     """A stable id: the same charge in the same run always gets the same id (idempotent import)."""
-    h = hashlib.sha256("\x1f".join((run_id, *parts)).encode("utf-8")).digest()
-    return f"{run_id}-{h[:8].hex()}"  # = the first 16 hex digits of the SHA-256
+    sha = _SHA256.copy()  # a copy of an empty hash skips OpenSSL's per-constructor digest fetch
+    sha.update("\x1f".join((run_id, *parts)).encode("utf-8"))
+    return f"{run_id}-{sha.digest()[:8].hex()}"  # = the first 16 hex digits of the SHA-256
 
 
 def correction_lines(

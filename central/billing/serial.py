@@ -121,7 +121,11 @@ def _field_code(name: str, sample: Any, scope: dict[str, Any]) -> str:
     if t is str:
         return f"(q(x) if type({x}) is str else e(x))"
     if t is Decimal:
-        return f"('\"' + x.__format__('f') + '\"' if type({x}) is D else e(x))"
+        # str() when it has no exponent (the same text as format 'f', see money.fmt), else 'f'.
+        return (
+            f"('\"' + (y if 'E' not in (y := x.__str__()) and 'e' not in y else x.__format__('f')) + '\"'"
+            f" if type({x}) is D else e(x))"
+        )
     if t is datetime:
         return f"(dt(x) if type({x}) is DT else e(x))"
     if t is date:

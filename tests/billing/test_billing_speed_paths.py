@@ -235,3 +235,37 @@ def test_datetime_text_is_isoformat(value: datetime, fold: bool) -> None:
     value = value.replace(fold=int(fold))
     assert _datetime_json(value) == '"' + value.isoformat() + '"'
     assert canonical_json(value) == reference_json(value)
+
+
+@dataclass(frozen=True, slots=True)
+class _Amount:
+    value: Decimal
+
+
+_any_decimal = st.one_of(
+    st.decimals(allow_nan=True, allow_infinity=True, places=None),
+    st.builds(lambda c, e: Decimal(c).scaleb(e), st.integers(-(10**30), 10**30), st.integers(-40, 40)),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_any_decimal)
+def test_decimal_text_is_format_f(value: Decimal) -> None:
+    """``fmt`` and the digest write a Decimal through ``str`` when it has no exponent: the same text
+    as ``format(value, 'f')`` for every exponent, sign, zero and special value."""
+    from central.billing.money import fmt
+
+    assert fmt(value) == f"{value:f}"
+    canonical_json(_Amount(Decimal("1.5")))  # the encoder is written for the first value's types
+    assert canonical_json(_Amount(value)) == ('{"value":"' + f"{value:f}" + '"}').encode()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.builds(lambda c, e: Decimal(c).scaleb(e), st.integers(-(10**15), 10**15), st.integers(-6, 2)))
+def test_to_ore_matches_the_keyword_quantize(value: Decimal) -> None:
+    from central.billing.money import EXACT, ORE, Rounding, to_ore
+
+    for rule in Rounding:
+        want = value.quantize(ORE, rounding=str(rule), context=EXACT)
+        got = to_ore(value, rule)
+        assert (str(got), got.as_tuple()) == (str(want), want.as_tuple())
