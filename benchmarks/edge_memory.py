@@ -133,7 +133,7 @@ def measure(
     poll_interval_s: int = 5,
     mqtt_url: str | None = None,
     workdir: Path | None = None,
-    timeout_s: float = 600.0,
+    timeout_s: float | None = None,
 ) -> MemoryFigures:
     from hwsim.building import build_building
     from hwsim.radio import RadioAir, RadioStick
@@ -155,6 +155,8 @@ def measure(
     figures = MemoryFigures(wired=len(on_bus), radio=len(radio_meters), cycles=cycles,
                             radio_interval_s=radio_interval_s)  # fmt: skip
     collector = f"bench-mem-{os.getpid()}"
+    if timeout_s is None:  # a cycle takes the poll interval when all is well; allow 3x that under load
+        timeout_s = 120.0 + 3.0 * cycles * poll_interval_s
     with tempfile.TemporaryDirectory(prefix="imd-edge-mem-", dir=workdir) as tmp:
         base = Path(tmp)
         (base / "site.json").write_text(site.model_dump_json())
