@@ -14,7 +14,7 @@ A meter replaced inside the interval contributes old meter (start -> removal rea
 from __future__ import annotations
 
 from bisect import bisect_left
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from itertools import islice
@@ -22,7 +22,7 @@ from math import gcd
 from operator import itemgetter, lt
 
 from .fastinit import builder
-from .model import MeterInstallation, MeterPoint, Reading, ReadingSource
+from .model import BillingInput, MeterInstallation, MeterPoint, Reading, ReadingSource
 from .money import EXACT, ZERO
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "consumption",
     "interpolate",
     "move_reading",
+    "period_readings",
     "value_at",
 ]
 
@@ -307,3 +308,55 @@ def move_reading(point: MeterPoint, day: date, timezone: str) -> datetime | None
         if r.source is not ReadingSource.ESTIMATED and lo <= r.at.astimezone(UTC) < hi
     ]
     return min(found, key=lambda d: d.astimezone(UTC)) if found else None
+
+
+def _utc(t: datetime) -> datetime:
+    return t if t.tzinfo is UTC else t.astimezone(UTC)
+
+
+def period_readings(inp: BillingInput) -> BillingInput:
+    """``inp`` with each meter's readings cut down to those a run of its period can look at; the run
+    gives the same lines and summary (only the input digest differs, as the input does).
+
+    Kept per installation: every reading from the period's first boundary to its last, both
+    included (whatever its source or installation: move dates look at the real readings of their
+    day), and of the readings usable on the meter (inside its installation) the last two before the
+    period and the first two after it, in (instant, id) order as alignment sorts them. Every instant
+    a run aligns to lies inside the period (its ends, moves, price changes, installations and
+    removals clipped to it), and alignment only looks at the nearest usable reading on each side,
+    or, on one side only, the two nearest (extrapolation): all of them are kept, and the kept
+    readings stay in their stored order. An adapter loading weeks around the period (so a gap in
+    the read-outs can be bridged) thus hands the run, and its digest, a few readings per meter.
+    """
+    from .periods import boundary
+
+    tz = inp.settings.timezone
+    start_u = _utc(boundary(inp.period_from, tz))
+    end_u = _utc(boundary(inp.period_to, tz))
+    points = []
+    for point in inp.meter_points:
+        installs = tuple(_period_installation(inst, start_u, end_u) for inst in point.installations)
+        if all(a is b for a, b in zip(installs, point.installations, strict=True)):
+            points.append(point)
+        else:
+            points.append(replace(point, installations=installs))
+    return replace(inp, meter_points=tuple(points))
+
+
+def _period_installation(inst: MeterInstallation, start_u: datetime, end_u: datetime) -> MeterInstallation:
+    lo = _utc(inst.installed_at)
+    hi = _utc(inst.removed_at) if inst.removed_at is not None else None
+    keep: set[int] = set()
+    before: list[tuple[datetime, str, int]] = []
+    after: list[tuple[datetime, str, int]] = []
+    for idx, r in enumerate(inst.readings):
+        t = _utc(r.at)
+        if start_u <= t <= end_u:
+            keep.add(idx)
+        elif t >= lo and (hi is None or t <= hi):
+            (before if t < start_u else after).append((t, r.id, idx))
+    keep.update(k[2] for k in sorted(before)[-2:])
+    keep.update(k[2] for k in sorted(after)[:2])
+    if len(keep) == len(inst.readings):
+        return inst
+    return replace(inst, readings=tuple(r for idx, r in enumerate(inst.readings) if idx in keep))

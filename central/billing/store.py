@@ -10,7 +10,9 @@ their raw frames: ``billing_line_reading``).
 Readings: the medium's billing register (``central.checks.MAIN_REGISTER``: energy in Wh, volume in
 m³; storage 0, tariff 0, no subunit, instantaneous) of every meter on the property's meter points,
 from ``READING_WINDOW`` before the period to as long after it, so the engine can align (interpolate,
-flagged) the boundaries itself. Energy is converted to kWh exactly (a decimal shift). When a meter
+flagged) the boundaries itself; the input keeps of them those inside the period and the two nearest
+on each side (``readings.period_readings``: the same run from far fewer readings to hash). Energy is
+converted to kWh exactly (a decimal shift). When a meter
 carries the quantity on several registers (a pulse input beside the main register), the shortest
 DIF/VIF wins, as in ``central.consumption``.
 
@@ -89,6 +91,7 @@ from .model import (
     VatRounding,
 )
 from .money import ZERO, Rounding
+from .readings import period_readings
 from .runs import BillingRun, LineKind, RunStopped
 from .serial import canonical_json, from_jsonable
 
@@ -413,7 +416,9 @@ async def load_input(
         fixed_costs=fixed_costs,
         approvals=approvals,
     )
-    return inp, {a.object_number: a.id for a in apt_rows}
+    # The window loaded above bridges gaps in the read-outs; the run (and its input digest, which
+    # hashes every reading it is given) only needs the readings around the period.
+    return period_readings(inp), {a.object_number: a.id for a in apt_rows}
 
 
 @dataclass(frozen=True, slots=True)
