@@ -132,47 +132,75 @@ def register_capacity(register: str | None, value: Decimal, quantity: str | None
         "min_occupied_days": 3,
         "require_tenant": False,
         "standing_load_days": 14.0,
+        "electricity_reference_days": 28.0,
+        "electricity_min_share": "0.8",
     },
 )
 async def stuck_register(ctx: MeterContext, p: Mapping[str, Any]) -> Finding | None:
     """The billing register of an apartment's water or electricity meter has not moved for `days`
     while the apartment is lived in: its other water meter (hot for cold and the other way round;
-    either for electricity) moved meanwhile, on at least `min_occupied_days` days (the morning people
-    come home from a holiday one meter may tick before the other), and has no open leak-like fault
-    of its own (continuous flow, spike, high consumption: a leak keeps a register moving in an empty
-    flat). Where nothing moves the flat
-    stands empty or its people are away; that is no meter fault. With `require_tenant`
-    only apartments with a tenant reference are judged. An electricity meter also counts as stuck
-    without that evidence when it grew in every interval of the `standing_load_days` before it stopped:
-    a flat's standing load (fridge, standby) never stops dead, even when it stands empty. Heat is left
-    out: no heat use in summer is normal."""
+    either for electricity) moved meanwhile, up to this meter's last reading, on at least
+    `min_occupied_days` days (the morning people come home from a holiday one meter may tick before
+    the other), and has no open leak-like fault of its own (continuous flow, spike, high consumption)
+    nor flags other than a low battery in its latest read-out: a leak keeps a register moving in an
+    empty flat. Where nothing moves the flat stands empty or its people are away; that is no meter
+    fault. Once found, the fault stays while the register stands at the value it stuck at. Where no
+    other water meter can tell (none, silent over the window, or flagged), a water meter is judged
+    by the flat's electricity: it used at least `electricity_min_share` of its daily average of the
+    `electricity_reference_days` before the stop, while this meter moved on most of those days -
+    people away leave only the standing load. With `require_tenant` only apartments with a tenant
+    reference are judged. An electricity meter also counts as stuck without that evidence when it
+    grew in every interval of the `standing_load_days` before it stopped: a flat's standing load
+    (fridge, standby) never stops dead, even when it stands empty. A register that went down before
+    it stood still ran backwards (the backwards rule's finding), and heat is left out: no heat use
+    in summer is normal."""
     if ctx.apartment is None or (p["require_tenant"] and not ctx.apartment.tenant_ref):
         return None
     series = await ctx.main_series(ctx.now - timedelta(days=float(p["days"]) * 1.5))
     if len(series) < int(p["min_readings"]):
         return None
     last_value = series[-1][1]
-    since = series[-1][0]
+    last = series[-1][0]
+    since = last
     for at, value, _f in reversed(series):
         if value != last_value:
             break
         since = at
-    span = series[-1][0] - since
+    span = last - since
     if span < timedelta(days=float(p["days"])):
         return None
-    moving = await _apartment_meter_moved(ctx, since, int(p.get("min_occupied_days", 1)))
-    if moving is None:
-        return await _standing_load_stopped(ctx, p, since, series[-1][0], last_value)
-    return Finding(
-        f"register unchanged at {last_value} for {span.days} days; meter {moving} of the apartment moved",
-        {
-            "value": str(last_value),
-            "since": since,
-            "last": series[-1][0],
-            "occupied_evidence_meter": moving,
-            "tenant_ref": ctx.apartment.tenant_ref,
-        },
-    )
+    if any(b[1] < a[1] for a, b in pairwise(series)) or await _has_open_fault(
+        ctx, ctx.meter.id, ("register_backwards",)
+    ):
+        return None  # a register run down to where it stands is going backwards, not stuck
+    held = await _open_fault(ctx, ctx.meter.id, ("stuck_register",))
+    if held is not None:
+        found = json.loads(held.evidence or "{}")
+        if found.get("value") == str(last_value) and await _evidence_holds(ctx, found):
+            # Still at the value it stuck at: people leaving on holiday do not unstick it.
+            return Finding(f"register still unchanged at {last_value} since {found.get('since')}", found)
+    moving, judged = await _apartment_meter_moved(ctx, since, last, int(p.get("min_occupied_days", 1)))
+    evidence: dict[str, Any] = {
+        "value": str(last_value),
+        "since": since,
+        "last": last,
+        "tenant_ref": ctx.apartment.tenant_ref,
+    }
+    if moving is not None:
+        return Finding(
+            f"register unchanged at {last_value} for {span.days} days; meter {moving} of the apartment moved",
+            {**evidence, "occupied_evidence_meter": moving},
+        )
+    if not judged and ctx.meter.medium in WATER:
+        lived_in = await _electricity_as_before(ctx, p, since, last)
+        if lived_in is not None:
+            serial, share = lived_in
+            return Finding(
+                f"register unchanged at {last_value} for {span.days} days; electricity meter {serial} "
+                f"of the apartment used {share:.0%} of its use before (no other water meter to tell)",
+                {**evidence, "occupied_evidence_meter": serial, "electricity_share": str(share)},
+            )
+    return await _standing_load_stopped(ctx, p, since, last, last_value)
 
 
 async def _standing_load_stopped(
@@ -208,51 +236,129 @@ OCCUPANCY_EVIDENCE = {
 }
 
 
-async def _has_open_fault(ctx: MeterContext, meter_id: int) -> bool:
-    """Whether the meter has an open fault that would keep its register moving in an empty flat."""
+async def _open_fault(ctx: MeterContext, meter_id: int, rules: tuple[str, ...]) -> Any:
+    """The meter's open fault (not a note) of one of ``rules``, if any."""
     from sqlalchemy import select
 
     from central.faults import OPEN_STATES
     from central.models import Fault
 
     found = await ctx.session.execute(
-        select(Fault.id)
+        select(Fault)
         .where(Fault.meter_id == meter_id, Fault.state.in_(OPEN_STATES), Fault.severity != "info")
-        .where(Fault.rule.in_(MOVING_FAULT_RULES))
+        .where(Fault.rule.in_(rules))
         .limit(1)
     )
-    return found.first() is not None
+    return found.scalars().first()
+
+
+async def _has_open_fault(ctx: MeterContext, meter_id: int, rules: tuple[str, ...] | None = None) -> bool:
+    """Whether the meter has an open fault of ``rules`` (by default: one that would keep its register
+    moving in an empty flat)."""
+    return await _open_fault(ctx, meter_id, rules or MOVING_FAULT_RULES) is not None
 
 
 # Faults that say a register moves without anyone using water or power (a leak, a running toilet,
 # a corrupted register); a low battery or an error flag says nothing about that.
 MOVING_FAULT_RULES = ("continuous_flow", "spike", "consumption_vs_history", "consumption_vs_building")
+# Flags of a meter's own read-out that leave its movement good evidence of people. Any other flag may
+# be a leak: named (leak, burst) or in an error word whose bits are not public. With daily read-outs
+# the continuous-flow rule has too few samples to see a leak; the meter's own flag is its first word.
+HARMLESS_FLAGS = frozenset({"busy", "low_battery"})
 
 
-async def _apartment_meter_moved(ctx: MeterContext, since: datetime, min_days: int) -> str | None:
-    """Serial of another meter in the same apartment whose billing register grew since ``since`` on
-    at least ``min_days`` days (intervals between readings, counted by the day they end)."""
+async def _other_meters(ctx: MeterContext, media: tuple[str, ...]) -> list[Any]:
     from sqlalchemy import select
 
     from central.models import Meter, MeterPoint
 
     assert ctx.apartment is not None
-    others = (
-        await ctx.session.execute(
-            select(Meter)
-            .join(MeterPoint, Meter.meter_point_id == MeterPoint.id)
-            .where(MeterPoint.apartment_id == ctx.apartment.id, Meter.id != ctx.meter.id)
-            .where(Meter.removed_at.is_(None), Meter.medium.in_(OCCUPANCY_EVIDENCE[ctx.meter.medium]))
-        )
-    ).scalars()
-    for other in others:
-        if await _has_open_fault(ctx, other.id):
-            continue  # a leaking or broken meter moves in an empty flat too: no evidence of people
+    return list(
+        (
+            await ctx.session.execute(
+                select(Meter)
+                .join(MeterPoint, Meter.meter_point_id == MeterPoint.id)
+                .where(MeterPoint.apartment_id == ctx.apartment.id, Meter.id != ctx.meter.id)
+                .where(Meter.removed_at.is_(None), Meter.medium.in_(media))
+                .order_by(Meter.id)
+            )
+        ).scalars()
+    )
+
+
+async def _moves_by_itself(ctx: MeterContext, other_ctx: MeterContext) -> bool:
+    """Whether a meter's register may be moving without anyone using water or power: an open
+    leak-like fault, or flags in its latest read-out other than a low battery."""
+    if await _has_open_fault(ctx, other_ctx.meter.id):
+        return True
+    return bool(set(await other_ctx.flags()) - HARMLESS_FLAGS)
+
+
+async def _evidence_holds(ctx: MeterContext, found: Mapping[str, Any]) -> bool:
+    """Whether the meter that showed the flat lived in is still not one that moves by itself."""
+    serial = found.get("occupied_evidence_meter")
+    for other in await _other_meters(ctx, tuple(MAIN_REGISTER)):
+        if other.serial == serial:
+            other_ctx = MeterContext(ctx.session, other, ctx.apartment, ctx.now, chunk=ctx.chunk)
+            return not await _moves_by_itself(ctx, other_ctx)
+    return serial is None  # the standing-load finding needs no other meter
+
+
+async def _apartment_meter_moved(
+    ctx: MeterContext, since: datetime, until: datetime, min_days: int
+) -> tuple[str | None, bool]:
+    """Serial of another meter in the same apartment whose billing register grew between ``since``
+    and ``until`` (this meter's last reading: what happens after it says nothing of this meter) on
+    at least ``min_days`` days (intervals between readings, counted by the day they end); and whether
+    any such meter could tell at all (read over the window and not moving by itself)."""
+    judged = False
+    for other in await _other_meters(ctx, OCCUPANCY_EVIDENCE[ctx.meter.medium]):
         other_ctx = MeterContext(ctx.session, other, ctx.apartment, ctx.now, chunk=ctx.chunk)
-        series = await other_ctx.main_series(since)
+        if await _moves_by_itself(ctx, other_ctx):
+            continue  # a leaking or broken meter moves in an empty flat too: no evidence of people
+        series = [r for r in await other_ctx.main_series(since) if r[0] <= until]
+        if len(series) >= 2 and series[-1][0] - series[0][0] >= (until - since) * 0.8:
+            judged = True
         days = {b[0].date() for a, b in pairwise(series) if b[1] > a[1]}
         if len(days) >= max(1, min_days):
-            return other.serial
+            return other.serial, True
+    return None, judged
+
+
+async def _electricity_as_before(
+    ctx: MeterContext, p: Mapping[str, Any], since: datetime, until: datetime
+) -> tuple[str, Decimal] | None:
+    """The apartment's electricity meter and the share of its daily use before ``since`` that it used
+    from ``since`` to ``until``, when that share is at least ``electricity_min_share`` and this meter
+    moved on most days of the reference window (people were at home then)."""
+    days = float(p.get("electricity_reference_days") or 0)
+    if days <= 0:
+        return None
+    reference = since - timedelta(days=days)
+    own = [r for r in await ctx.main_series(reference) if r[0] <= since]
+    if len(own) < 2 or own[-1][0] - own[0][0] < timedelta(days=days * 0.8):
+        return None
+    own_days = {b[0].date() for a, b in pairwise(own) if b[1] > a[1]}
+    if len(own_days) < days * 0.7:
+        return None  # no lived-in reference: away or empty before the stop too
+    for other in await _other_meters(ctx, ("electricity",)):
+        other_ctx = MeterContext(ctx.session, other, ctx.apartment, ctx.now, chunk=ctx.chunk)
+        series = [r for r in await other_ctx.main_series(reference) if r[0] <= until]
+        before = [r for r in series if r[0] <= since]
+        during = [r for r in series if r[0] >= since]
+        if len(before) < 2 or len(during) < 2:
+            continue
+        before_s = (before[-1][0] - before[0][0]).total_seconds()
+        during_s = (during[-1][0] - during[0][0]).total_seconds()
+        if before_s < days * 0.8 * 86400 or during_s < (until - since).total_seconds() * 0.8:
+            continue
+        rate_before = (before[-1][1] - before[0][1]) / Decimal(str(before_s))
+        rate_during = (during[-1][1] - during[0][1]) / Decimal(str(during_s))
+        if rate_before <= 0:
+            continue
+        share = (rate_during / rate_before).quantize(Decimal("0.001"))
+        if share >= Decimal(str(p.get("electricity_min_share", "0.8"))):
+            return other.serial, share
     return None
 
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import random
 import shutil
@@ -141,6 +142,7 @@ async def run(
     from hwsim.fleet import Fleet
 
     fleet = Fleet(seed=seed, properties=properties, apartments=apartments)
+    say = functools.partial(print, f"seed {seed}:")  # the seeds' processes print side by side
     start = datetime(2025, 1, 1, 2, 0, tzinfo=UTC)
     rng = random.Random(seed)
     media = {}
@@ -235,7 +237,7 @@ async def run(
         if not matches:
             false_positives[fault.rule] += 1
             if verbose:
-                print(
+                say(
                     "false positive:",
                     serial,
                     media[int(serial)][1] if int(serial) in media else "?",
@@ -250,7 +252,7 @@ async def run(
         if not began:  # the rule fits the meter's fault but fired before the fault existed
             false_positives[fault.rule] += 1
             if verbose:
-                print(
+                say(
                     "false positive (before the fault):",
                     serial,
                     fault.rule,
@@ -301,10 +303,10 @@ async def run(
         if verbose:
             for t in injected:
                 if t.observable_at is None:
-                    print("unobservable:", t.serial, media[int(t.serial)][1], kind, t.start.date(),
+                    say("unobservable:", t.serial, media[int(t.serial)][1], kind, t.start.date(),
                           "true consumption over the window:", t.true_use)  # fmt: skip
                 elif (t.serial, t.kind) not in detected:
-                    print("missed:", t.serial, media[int(t.serial)][1], kind, t.start.date(),
+                    say("missed:", t.serial, media[int(t.serial)][1], kind, t.start.date(),
                           "observable from", t.observable_at.date())  # fmt: skip
         true = sum(true_by_rule[r] for r in rules)
         false = sum(false_positives.get(r, 0) for r in rules)

@@ -310,6 +310,27 @@ async def test_stuck_register_takes_no_evidence_from_a_faulty_meter(history: His
     assert stuck.state == "resolved"
 
 
+async def test_stuck_register_takes_no_evidence_from_after_the_meters_last_reading(history: History) -> None:
+    """A meter exchanged while its flat stood empty (a holiday) sends its last reading, unchanged for
+    weeks; the people come home afterwards. What the other meter does after the last reading says
+    nothing of the silent one (the communication rule's case), so no stuck register."""
+    for day in range(16):
+        await history.feed(T0 + timedelta(days=day), water_frame(5000))
+        await history.feed(T0 + timedelta(days=day, minutes=1), water_frame(3000, ident=HOT))
+    for day in range(16, 20):
+        await history.feed(T0 + timedelta(days=day, minutes=1), water_frame(3000 + 20 * day, ident=HOT))
+    assert await history.check("stuck_register", T0 + timedelta(days=20)) == []
+
+
+async def test_a_register_run_down_and_standing_is_backwards_not_stuck(history: History) -> None:
+    for day in range(18):
+        await history.feed(T0 + timedelta(days=day), water_frame(max(0, 40 - 20 * day)))
+        await history.feed(T0 + timedelta(days=day, minutes=1), water_frame(3000 + 20 * day, ident=HOT))
+    now = T0 + timedelta(days=18)
+    assert len(await history.check("register_backwards", T0 + timedelta(days=2, hours=1))) == 1
+    assert await history.check("stuck_register", now) == []
+
+
 async def test_continuous_flow_is_a_leak_unless_flow_stops(history: History) -> None:
     for hour in range(0, 25, 4):
         await history.feed(T0 + timedelta(hours=hour), water_frame(1000 + hour * 10, flow_lph=12))
