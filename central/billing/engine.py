@@ -104,6 +104,9 @@ class Segment:
         return (self.end - self.start).days
 
 
+_new_segment = builder(Segment)  # with its key: (apartment id, start), as __post_init__ sets it
+
+
 def segments_of(
     apartment: Apartment, tenants: Iterable[TenantPeriod], period: BillingPeriod
 ) -> list[Segment]:
@@ -120,11 +123,11 @@ def segments_of(
         if hi <= lo:
             continue
         if lo > cursor:
-            out.append(Segment(apartment, None, cursor, lo))
-        out.append(Segment(apartment, stay.tenant_ref, lo, hi))
+            out.append(_new_segment(apartment, None, cursor, lo, (apartment.id, cursor.isoformat())))
+        out.append(_new_segment(apartment, stay.tenant_ref, lo, hi, (apartment.id, lo.isoformat())))
         cursor = hi
     if cursor < period.end:
-        out.append(Segment(apartment, None, cursor, period.end))
+        out.append(_new_segment(apartment, None, cursor, period.end, (apartment.id, cursor.isoformat())))
     return out
 
 
@@ -552,6 +555,7 @@ def _medium(
                 )
             notes.append(f"point {point_id} held: {miss.reason}")
         price_texts: dict[Decimal, tuple[str, str]] = {}  # a price list has a few prices, every line one
+        charge = str(cfg.medium)
         for seg in metered:
             seg_list = seg_pieces[seg.key]
             if len(seg_list) == 1:  # one meter point, no price change: nothing to group
@@ -581,7 +585,7 @@ def _medium(
                     _line(
                         run,
                         kind=LineKind.CONSUMPTION,
-                        charge=str(cfg.medium),
+                        charge=charge,
                         medium=cfg.medium,
                         seg=seg,
                         quantity=qty,
@@ -757,6 +761,13 @@ def _fordelning(  # noqa: PLR0917 - one private step of _medium, sharing its wor
         )
     if stops and any(r.code == "missing_share" for r in stops):
         return []
+    # Texts every line of the pool repeats, written once.
+    charge = str(cfg.medium)
+    key_text = str(cfg.fixed_key)
+    by_consumption = f" / {fmt(total_qty)} {cfg.unit} × {fmt(apt_cons)} = "
+    by_key = f"{key_text} share of {fmt(apt_cons)} = "
+    fixed_text = f" days share of {fmt(fixed_part)} = "
+    head = f"{name} fördelning"
     for g in every:
         c, f, d = c_share.get(g.key, ZERO), f_share.get(g.key, ZERO), d_share.get(g.key, ZERO)
         pieces = seg_pieces.get(g.key, [])
@@ -765,11 +776,11 @@ def _fordelning(  # noqa: PLR0917 - one private step of _medium, sharing its wor
         parts = []
         own = qty.get(g.key)
         if own is not None and total_qty > 0:
-            parts.append(f"{fmt(own)} / {fmt(total_qty)} {cfg.unit} × {fmt(apt_cons)} = {fmt(c)}")
+            parts.append(f"{fmt(own)}{by_consumption}{fmt(c)}")
         elif c:
-            parts.append(f"{cfg.fixed_key} share of {fmt(apt_cons)} = {fmt(c)}")
+            parts.append(f"{by_key}{fmt(c)}")
         if f:
-            parts.append(f"{cfg.fixed_key} × {g.days} days share of {fmt(fixed_part)} = {fmt(f)}")
+            parts.append(f"{key_text} × {g.days}{fixed_text}{fmt(f)}")
         if d:
             parts.append(f"area × {g.days} days share of difference {fmt(diff_cost)} = {fmt(d)}")
         net = c + f + d
@@ -778,14 +789,14 @@ def _fordelning(  # noqa: PLR0917 - one private step of _medium, sharing its wor
             _line(
                 run,
                 kind=LineKind.CONSUMPTION,
-                charge=str(cfg.medium),
+                charge=charge,
                 medium=cfg.medium,
                 seg=g,
                 quantity=own,
                 unit=cfg.unit,
                 unit_price=None,
                 net=net,
-                text=f"{name} fördelning" + (f" {sv(own)} {cfg.unit}" if own is not None else ""),
+                text=head + (f" {sv(own)} {cfg.unit}" if own is not None else ""),
                 arithmetic="; ".join(parts) + f"; Σ {fmt(net)}",
                 spans=_span_views(pieces),
                 flags=flags,
@@ -814,7 +825,9 @@ def _fixed_costs(
             full = EXACT.divide(mul(full, Decimal(days)), Decimal(period.days))
         total = to_ore(full, s.rounding)
         active = [
-            Segment(g.apartment, g.tenant_ref, max(g.start, lo), min(g.end, hi))
+            g
+            if lo <= g.start and g.end <= hi
+            else Segment(g.apartment, g.tenant_ref, max(g.start, lo), min(g.end, hi))
             for g in every
             if g.start < hi and g.end > lo
         ]
@@ -829,6 +842,12 @@ def _fixed_costs(
         else:
             parts = allocate(total, weights) if total and weights else {}
             totals.append((cost.id, total))
+            charge = f"cost.{cost.id}"
+            head = (
+                f"{fmt(cost.amount_per_month)} × {period.months} mån"
+                + (f" × {days}/{period.days} days" if days != period.days else "")
+                + f" = {fmt(total)}; {cost.key} × "
+            )
             for g in active:
                 amount = parts.get(g.key, ZERO)
                 payer = Payer.PROPERTY if g.tenant_ref is None else Payer.TENANT
@@ -836,7 +855,7 @@ def _fixed_costs(
                     _line(
                         run,
                         kind=LineKind.FIXED_COST,
-                        charge=f"cost.{cost.id}",
+                        charge=charge,
                         medium=None,
                         seg=g,
                         quantity=None,
@@ -844,9 +863,7 @@ def _fixed_costs(
                         unit_price=None,
                         net=amount,
                         text=cost.name,
-                        arithmetic=f"{fmt(cost.amount_per_month)} × {period.months} mån"
-                        + (f" × {days}/{period.days} days" if days != period.days else "")
-                        + f" = {fmt(total)}; {cost.key} × {g.days} days share = {fmt(amount)}",
+                        arithmetic=f"{head}{g.days} days share = {fmt(amount)}",
                         payer=payer,
                         taxable_cost=cost.taxable,
                     )
