@@ -14,6 +14,7 @@ sequential run (``compute_run`` is a pure function of its input, run id and cloc
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -59,6 +60,13 @@ def _chunk(
     return [summarise(compute_run(job.build(), job.run_id, created_at, created_by)) for job in jobs]
 
 
+def _worker_start() -> None:
+    # A worker builds and runs property after property: every run allocates objects that live until
+    # it ends, and with gen 0 at 700 the collector scans them over and over (build + run: 0.21 ->
+    # 0.19-0.20 ms CPU per apartment with 10,000). Only the pool's own processes are changed.
+    gc.set_threshold(10_000, 10, 10)
+
+
 def run_portfolio(
     jobs: Sequence[PortfolioJob],
     created_at: datetime,
@@ -76,5 +84,5 @@ def run_portfolio(
     payloads = [(jobs[i : i + chunk], created_at, created_by, summarise) for i in range(0, len(jobs), chunk)]
     if workers <= 1 or len(payloads) <= 1:
         return [out for p in payloads for out in _chunk(p)]
-    with ProcessPoolExecutor(workers) as pool:
+    with ProcessPoolExecutor(workers, initializer=_worker_start) as pool:
         return [out for outs in pool.map(_chunk, payloads) for out in outs]
