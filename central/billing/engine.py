@@ -318,13 +318,6 @@ class _Run:
         return "exempt", ZERO
 
 
-def _reading_estimated(pieces: list[_Piece], inp: BillingInput) -> bool:
-    """``_flags(pieces, inp).reading_estimated``, without building the rest of the flags."""
-    if any(p.hard.estimated for p in pieces):
-        return True
-    return inp.settings.fault_policy is FaultPolicy.ESTIMATE and any(p.point.blocking_faults for p in pieces)
-
-
 def _payer(seg: Segment, medium: Medium | None) -> Payer:
     if seg.tenant_ref is None:
         return Payer.PROPERTY
@@ -521,13 +514,22 @@ def _medium(
     diff_qty, diff_pct = main_meter_difference(main_qty, apartments_qty)
     # Estimated share of the metered area.
     est_area, all_area = ZERO, ZERO
+    faults_estimate = s.fault_policy is FaultPolicy.ESTIMATE
     for apt_id in sorted(apt_points):
-        apt = next((g.apartment for g in segs.get(apt_id, [])), None)
-        if apt is None:
+        apt_segs = segs.get(apt_id)
+        if not apt_segs:
             continue
+        apt = apt_segs[0].apartment
         all_area += apt.area_m2
-        pieces = [p for g in segs[apt_id] for p in seg_pieces.get(g.key, [])]
-        if any(pt.id in missing for pt in apt_points[apt_id]) or _reading_estimated(pieces, inp):
+        # A point without readings, an estimated consumption, or (fault policy "estimate") a
+        # blocking fault: one pass over the (usually single) segment's pieces, no generators.
+        estimated = bool(missing) and any(pt.id in missing for pt in apt_points[apt_id])
+        if not estimated:
+            for g in apt_segs:
+                for piece in seg_pieces.get(g.key, ()):
+                    if piece.hard.estimated or (faults_estimate and piece.point.blocking_faults):
+                        estimated = True
+        if estimated:
             est_area += apt.area_m2
     est_share = EXACT.divide(est_area, all_area).quantize(Decimal("0.0001")) if all_area else ZERO
     name = MEDIUM_TEXT[cfg.medium]
@@ -556,6 +558,7 @@ def _medium(
             notes.append(f"point {point_id} held: {miss.reason}")
         price_texts: dict[Decimal, tuple[str, str]] = {}  # a price list has a few prices, every line one
         charge = str(cfg.medium)
+        prices_at: dict[date, PriceEntry | None] = {}  # nearly every line starts on the first
         for seg in metered:
             seg_list = seg_pieces[seg.key]
             if len(seg_list) == 1:  # one meter point, no price change: nothing to group
@@ -566,7 +569,10 @@ def _medium(
                     by_point[(piece.point.id, piece.start)].append(piece)
                 groups = sorted(by_point.items())
             for (point_id, start), group in groups:
-                price = _price_at(cfg.prices, start)
+                if start in prices_at:
+                    price = prices_at[start]
+                else:
+                    price = prices_at[start] = _price_at(cfg.prices, start)
                 if price is None:
                     stops.append(StopReason("missing_price", cfg.medium, f"no price valid on {start}", False))
                     continue

@@ -233,6 +233,9 @@ def _value_at(
         value = interpolate(
             r0.value, r1.value, (t - t0) // _MICROSECOND, (times[i] - t0) // _MICROSECOND, decimals
         )
+        if r0.source is not ReadingSource.ESTIMATED and r1.source is not ReadingSource.ESTIMATED:
+            # _derived's common case, inlined
+            return _new_value(at, value, "interpolated", False, "interpolated", None, (r0.id, r1.id))
         return _derived(r0, r1, at, value, "interpolated")
     limit = timedelta(days=max_extrapolation_days)
     if n < 2:
