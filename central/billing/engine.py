@@ -25,6 +25,7 @@ How one medium is computed:
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -48,7 +49,7 @@ from .model import (
     TenantPeriod,
     VatRounding,
 )
-from .money import EXACT, ZERO, allocate, fmt, mul, quantize_step, to_ore
+from .money import EXACT, ORE, ZERO, allocate, fmt, mul, ore_context, quantize_step, to_ore
 from .periods import BillingPeriod, boundary
 from .readings import MeterSpan, Missing, PointConsumption, consumption, move_reading
 from .runs import (
@@ -63,7 +64,6 @@ from .runs import (
     RunStopped,
     SpanView,
     StopReason,
-    make_line_id,
 )
 from .serial import digest
 
@@ -280,7 +280,9 @@ def _flags(pieces: list[_Piece], inp: BillingInput) -> _Flags:
 class _Run:
     """What every step of one run shares: the input, the run id and the precomputed settings."""
 
-    __slots__ = ("_boundaries", "_boundaries_utc", "inp", "rounding", "run_id", "vat_name", "vat_rate")
+    __slots__ = (
+        "_boundaries", "_boundaries_utc", "inp", "ore", "rounding", "run_id", "vat_name", "vat_rate",
+    )  # fmt: skip
 
     def __init__(self, inp: BillingInput, run_id: str) -> None:
         s = inp.settings
@@ -289,6 +291,7 @@ class _Run:
         self.inp = inp
         self.run_id = run_id
         self.rounding = s.rounding
+        self.ore = ore_context(s.rounding)  # ore.quantize(x, ORE) is to_ore(x, rounding)
         self.vat_rate = s.vat_rate if s.vat_registered else ZERO
         self.vat_name = f"vat{fmt((s.vat_rate * 100).normalize())}"
 
@@ -327,6 +330,8 @@ def _payer(seg: Segment, medium: Medium | None) -> Payer:
 
 
 _new_line = builder(BillingLine)  # every field, in declaration order (see fastinit)
+_KIND_TEXT = {kind: str(kind) for kind in LineKind}
+_SHA256 = hashlib.sha256()
 
 
 def _line(
@@ -358,15 +363,15 @@ def _line(
     period_from = start or (seg.start if seg else run.inp.period_from)
     tenant_ref = seg.tenant_ref if seg else None
     vat_class, rate = run.vat(kind, payer, taxable_cost)
-    line_id = make_line_id(
-        run.run_id,
-        str(kind),
-        charge,
-        apt.id if apt else "",
-        tenant_ref or "",
-        period_from.isoformat(),
-        point_id or "",
-    )
+    # make_line_id(run_id, str(kind), charge, apartment, tenant, start, point), inlined
+    sha = _SHA256.copy()
+    sha.update(
+        "\x1f".join((
+            run.run_id, _KIND_TEXT[kind], charge, apt.id if apt else "", tenant_ref or "",
+            period_from.isoformat(), point_id or "",
+        )).encode("utf-8")
+    )  # fmt: skip
+    line_id = f"{run.run_id}-{sha.digest()[:8].hex()}"
     return _new_line(
         line_id,
         run.run_id,
@@ -386,7 +391,7 @@ def _line(
         net,
         vat_class,
         rate,
-        to_ore(mul(net, rate), run.rounding),
+        run.ore.quantize(EXACT.multiply(net, rate), ORE),  # to_ore(mul(net, rate), rounding)
         spans,
         f.source,
         f.estimated,

@@ -42,6 +42,11 @@ def to_ore(value: Decimal, rounding: Rounding = Rounding.HALF_UP) -> Decimal:
 _ORE_CONTEXTS = {rule: Context(prec=60, rounding=str(rule)) for rule in Rounding}
 
 
+def ore_context(rounding: Rounding) -> Context:
+    """The context whose ``quantize(value, ORE)`` is ``to_ore(value, rounding)``."""
+    return _ORE_CONTEXTS.get(rounding) or Context(prec=60, rounding=str(rounding))
+
+
 def quantize_step(decimals: int) -> Decimal:
     return Decimal(1).scaleb(-decimals)
 

@@ -269,3 +269,18 @@ def test_to_ore_matches_the_keyword_quantize(value: Decimal) -> None:
         want = value.quantize(ORE, rounding=str(rule), context=EXACT)
         got = to_ore(value, rule)
         assert (str(got), got.as_tuple()) == (str(want), want.as_tuple())
+
+
+def test_line_ids_are_make_line_id() -> None:
+    """The engine writes line ids inline: they are ``make_line_id`` of the line's discriminators."""
+    from central.billing.runs import make_line_id
+
+    run = compute_run(build_property(5, 30), "R-5", CREATED, "bench")
+    full = run if isinstance(run, BillingRun) else run.preview
+    assert full is not None
+    for ln in full.lines:
+        want = make_line_id(
+            "R-5", str(ln.kind), ln.charge, ln.apartment_id or "", ln.tenant_ref or "",
+            ln.period_from.isoformat(), ln.point_id or "",
+        )  # fmt: skip
+        assert ln.line_id == want
