@@ -13,7 +13,7 @@ A meter replaced inside the interval contributes old meter (start -> removal rea
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -349,17 +349,52 @@ def period_readings(inp: BillingInput) -> BillingInput:
 def _period_installation(inst: MeterInstallation, start_u: datetime, end_u: datetime) -> MeterInstallation:
     lo = _utc(inst.installed_at)
     hi = _utc(inst.removed_at) if inst.removed_at is not None else None
+    rows = inst.readings
+    times = [r.at if r.at.tzinfo is UTC else r.at.astimezone(UTC) for r in rows]
+    if all(map(lt, times, islice(times, 1, None))):
+        # Strictly in time order (as the database gives them): the period is a slice, and the
+        # nearest usable readings on each side are found walking out from it.
+        i, j = bisect_left(times, start_u), bisect_right(times, end_u)
+        before: list[int] = []
+        for k in range(i - 1, -1, -1):
+            if len(before) == 2:
+                break
+            if times[k] >= lo and (hi is None or times[k] <= hi):
+                before.insert(0, k)
+        after: list[int] = []
+        for k in range(j, len(rows)):
+            if len(after) == 2:
+                break
+            if times[k] >= lo and (hi is None or times[k] <= hi):
+                after.append(k)
+        kept = len(before) + (j - i) + len(after)
+        if kept == len(rows):
+            return inst
+        picked = (*(rows[k] for k in before), *rows[i:j], *(rows[k] for k in after))
+        return replace(inst, readings=picked)
+    return _period_installation_any_order(inst, times, lo, hi, start_u, end_u)
+
+
+def _period_installation_any_order(  # noqa: PLR0917 - the private slow path of the one above
+    inst: MeterInstallation,
+    times: list[datetime],
+    lo: datetime,
+    hi: datetime | None,
+    start_u: datetime,
+    end_u: datetime,
+) -> MeterInstallation:
+    """``_period_installation`` for readings in any order: nearest by (instant, id), as alignment
+    sorts them."""
     keep: set[int] = set()
-    before: list[tuple[datetime, str, int]] = []
-    after: list[tuple[datetime, str, int]] = []
-    for idx, r in enumerate(inst.readings):
-        t = _utc(r.at)
+    early: list[tuple[datetime, str, int]] = []
+    late: list[tuple[datetime, str, int]] = []
+    for idx, (r, t) in enumerate(zip(inst.readings, times, strict=True)):
         if start_u <= t <= end_u:
             keep.add(idx)
         elif t >= lo and (hi is None or t <= hi):
-            (before if t < start_u else after).append((t, r.id, idx))
-    keep.update(k[2] for k in sorted(before)[-2:])
-    keep.update(k[2] for k in sorted(after)[:2])
+            (early if t < start_u else late).append((t, r.id, idx))
+    keep.update(k[2] for k in sorted(early)[-2:])
+    keep.update(k[2] for k in sorted(late)[:2])
     if len(keep) == len(inst.readings):
         return inst
     return replace(inst, readings=tuple(r for idx, r in enumerate(inst.readings) if idx in keep))

@@ -91,13 +91,22 @@ def _readings(pid: str, rows: list[tuple[int, ReadingSource, int, int]]) -> tupl
     st.integers(2, 28),
     st.one_of(st.integers(-60, 800), st.sampled_from([0, 1, 743, 744])),
     st.booleans(),
+    st.booleans(),
 )
 def test_a_run_of_the_period_readings_is_the_run_of_all(
-    series: list[list[tuple[int, ReadingSource, int, int]]], move_day: int, swap_hours: int, estimate: bool
+    series: list[list[tuple[int, ReadingSource, int, int]]],
+    move_day: int,
+    swap_hours: int,
+    estimate: bool,
+    in_order: bool,
 ) -> None:
     """Random read-outs (gaps, unsorted, estimated, outside the installation, on the boundaries)
     on four points: a tenant moving on ``move_day``, a price change on the 20th, a meter replaced
     ``swap_hours`` after the period starts (before it, inside it, after it)."""
+    if in_order:  # as the database gives them (the slice path), else any order (sorting path)
+        series = [
+            sorted(rows, key=lambda row: row[0] * 60 + (row[3] * 7 if row[3] < 6 else 0)) for rows in series
+        ]
     move = date(2024, 3, move_day)
     swap = (START + timedelta(hours=swap_hours)).astimezone(TZ)
     apts = (apartment("A001", "50"), apartment("A002", "70"))
@@ -167,3 +176,24 @@ def test_nothing_to_cut_leaves_the_input_as_it_is() -> None:
     inp = build_property(3, 10)
     assert period_readings(inp) == inp
     assert canonical_json(period_readings(inp)) == canonical_json(inp)
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(st.lists(_reading, max_size=20), st.integers(-60, 800), st.booleans())
+def test_the_slice_path_keeps_what_the_sorting_path_keeps(
+    rows: list[tuple[int, ReadingSource, int, int]], install_hours: int, removed: bool
+) -> None:
+    from datetime import UTC
+
+    from central.billing.readings import _period_installation, _period_installation_any_order
+
+    readings = tuple(sorted(_readings("P", rows), key=lambda r: r.at.astimezone(UTC)))
+    installed = START + timedelta(hours=install_hours)
+    inst = MeterInstallation("m", installed, installed + timedelta(days=9) if removed else None, readings)
+    start_u = START.astimezone(UTC)
+    end_u = datetime(2024, 4, 1, tzinfo=TZ).astimezone(UTC)
+    times = [r.at.astimezone(UTC) for r in readings]
+    lo = installed.astimezone(UTC)
+    hi = inst.removed_at.astimezone(UTC) if inst.removed_at is not None else None
+    slow = _period_installation_any_order(inst, times, lo, hi, start_u, end_u)
+    assert _period_installation(inst, start_u, end_u) == slow
