@@ -240,13 +240,25 @@ def _value_at(
     limit = timedelta(days=max_extrapolation_days)
     if n < 2:
         return None
+    # The line runs through the nearest reading and the nearest one at another instant: two
+    # readings of the same instant (an export read twice, a manual beside a remote one) give no slope.
     if i == n:
-        a, b = n - 2, n - 1
-        if t - times[-1] > limit:
+        b = n - 1
+        if t - times[b] > limit:
+            return None
+        a = b - 1
+        while a >= 0 and times[a] == times[b]:
+            a -= 1
+        if a < 0:
             return None
     else:
-        a, b = 0, 1
-        if times[0] - t > limit:
+        a = 0
+        if times[a] - t > limit:
+            return None
+        b = 1
+        while b < n and times[b] == times[a]:
+            b += 1
+        if b == n:
             return None
     return _derived(rows[a], rows[b], at, _line(usable, a, b, t, decimals), "extrapolated")
 

@@ -78,6 +78,27 @@ def test_extrapolation_is_an_estimate_and_limited() -> None:
     assert value_at(inst, at(date(2024, 4, 10)), max_extrapolation_days=7) is None
 
 
+def test_extrapolation_skips_a_second_reading_of_the_same_instant() -> None:
+    # 30 March read twice (a manual reading beside the remote one): the line runs through 29 March
+    # and the last of 30 March as above, not through two readings 0 s apart (no slope: it divided by
+    # zero).
+    twice = [reading("a", date(2024, 3, 29), "1000"), reading("b", date(2024, 3, 30), "1010"),
+             reading("c", date(2024, 3, 30), "1010", ReadingSource.MANUAL)]
+    v = value_at(point("p", "A", twice).installations[0], at(MARCH[1]))
+    assert v is not None
+    assert (v.value, v.reading_ids) == (D("1029.583"), ("a", "c"))
+    # before the first readings: 29 March twice, then 30 March
+    early = [reading("a", date(2024, 3, 29), "1000"), reading("b", date(2024, 3, 29), "1000"),
+             reading("c", date(2024, 3, 30), "1010")]
+    v = value_at(point("p", "A", early).installations[0], at(date(2024, 3, 27)))
+    assert v is not None
+    assert (v.value, v.source, v.reading_ids) == (D("980.000"), "extrapolated", ("a", "c"))
+    # only one instant, read twice: nothing to extrapolate from
+    once = [reading("a", date(2024, 3, 30), "1010"), reading("b", date(2024, 3, 30), "1010")]
+    assert value_at(point("p", "A", once).installations[0], at(MARCH[1])) is None
+    assert value_at(point("p", "A", once).installations[0], at(date(2024, 3, 27))) is None
+
+
 def test_interpolating_from_an_estimated_reading_is_an_estimate() -> None:
     inst = point("p", "A", [reading("a", date(2024, 2, 29), "0"),
                             reading("b", date(2024, 3, 2), "20", ReadingSource.ESTIMATED,
