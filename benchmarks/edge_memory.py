@@ -3,12 +3,13 @@
 real broker. Goal: <= 60 MB RSS.
 
 The simulator runs in this process (threads: the M-Bus segment, the radio air and the stick); the
-collector is a subprocess started exactly as systemd starts it, configured by ``imd edge
-config-from-site`` from the simulator's site export (so the radio section and keys file are the
-generated ones). The radio meters transmit every few seconds instead of every 16-32 s so each of the
-500 is heard many times within a short run. RSS (VmRSS) is sampled from ``/proc/<pid>/status``
-after every completed poll cycle; the peak is VmHWM. The first cycle is warm-up (imports, the
-outbox, the decoder's format cache filling); steady state is the largest RSS seen after it.
+collector is a subprocess started as systemd starts it (the unit's ``Environment=`` settings
+included), configured by ``imd edge config-from-site`` from the simulator's site export (so the
+radio section and keys file are the generated ones). The radio meters transmit every few seconds
+instead of every 16-32 s so each of the 500 is heard many times within a short run. RSS (VmRSS) is
+sampled from ``/proc/<pid>/status`` after every completed poll cycle; the peak is VmHWM. The first
+cycle is warm-up (imports, the outbox, the decoder's format cache filling); steady state is the
+largest RSS seen after it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 GOAL_MB = 60.0
+UNIT = Path(__file__).resolve().parents[1] / "deploy" / "edge" / "imd-edge.service"
 POLL_DONE = re.compile(r"bus mbus0: (\d+) meter\(s\) read, (\d+) failed")
 
 
@@ -79,6 +81,18 @@ class MemoryFigures:
             f"  steady-state RSS   {mb(self.steady_kb):6.1f} MB  (goal <= {GOAL_MB:g} MB)",
             f"  peak RSS (VmHWM)   {mb(self.hwm_kb):6.1f} MB",
         ])  # fmt: skip
+
+
+def unit_environment(unit: Path = UNIT) -> dict[str, str]:
+    """The ``Environment=`` settings of the collector's systemd unit (MALLOC_ARENA_MAX among them:
+    without it glibc gives each of the daemon's threads its own arena and the RSS creeps up)."""
+    env: dict[str, str] = {}
+    for line in unit.read_text().splitlines():
+        if line.startswith("Environment="):
+            for assignment in line.removeprefix("Environment=").split():
+                name, _, value = assignment.partition("=")
+                env[name] = value.strip('"')
+    return env
 
 
 class _FrameCounter:
@@ -169,7 +183,7 @@ def measure(
         proc: subprocess.Popen[str] | None = None
         try:
             config = base / "collector.toml"
-            env = {**os.environ, "IMD_MQTT_URL": mqtt_url}
+            env = {**os.environ, **unit_environment(), "IMD_MQTT_URL": mqtt_url}
             imd = [sys.executable, "-m", "imd.cli"]
             subprocess.run([  # noqa: S603 - our own interpreter and arguments
                 *imd, "edge", "config-from-site", str(base / "site.json"), "--port", segment.port,
