@@ -9,6 +9,7 @@ import sys
 BENCHMARKS = {
     "benchmarks.decode": "M-Bus decode: imd decode --json vs pyMeterBus on the libmbus corpus",
     "benchmarks.billing": "billing: compute_run, debiteringsfil and PDFs for a 100,000-apartment portfolio",
+    "benchmarks.billing_fleet": "billing from the DB: load_input, compute_run, save_run, simulator fleet",
     "benchmarks.wmbus": "wM-Bus decode incl. AES decryption: imd decode --json --key on golden telegrams",
     "benchmarks.ingest": "central ingest via Mosquitto: readings/s into SQLite and PostgreSQL, latency",
     "benchmarks.detection": "meter checks: recall, precision, delay per fault (588 meters, 90 d; --days 365)",
