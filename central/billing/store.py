@@ -37,7 +37,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import and_, delete, func, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from central.checks import MAIN_REGISTER
@@ -233,7 +233,8 @@ async def load_input(
     end = datetime.combine(period_to, datetime.min.time(), tzinfo=UTC) + READING_WINDOW
     wanted = {(m.id,): MAIN_REGISTER.get(m.medium) for m in meters}
     readings: dict[int, list[Any]] = defaultdict(list)
-    if meters:
+    quantities = sorted({w for w in wanted.values() if w is not None})
+    if quantities:
         rows = await session.execute(
             select(
                 ReadingRow.id,
@@ -253,6 +254,10 @@ async def load_input(
                 ReadingRow.tariff == 0,
                 ReadingRow.subunit == 0,
                 ReadingRow.function == "instantaneous",
+                # A meter's read-out stores ~9 instantaneous registers (flow, power, temperatures...);
+                # only the billing quantity is wanted, and converting the others' rows to discard
+                # them was over half of load_input (fleet benchmark: 9.1 -> 3.5 ms CPU per apartment).
+                or_(*(and_(ReadingRow.quantity == q, ReadingRow.unit == u) for q, u in quantities)),
             )
             .order_by(ReadingRow.meter_id, ReadingRow.read_at, ReadingRow.id)
         )
