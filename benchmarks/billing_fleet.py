@@ -178,6 +178,31 @@ async def build_database(
     return setup
 
 
+async def describe_database(path: Path) -> Setup:
+    """The counts of a database built by an earlier run (``--reuse``); its setup times are not known."""
+    from sqlalchemy import func, select
+
+    from central.db import Database
+    from central.models import Apartment, Meter, Property, RawFrame, Reading
+
+    db = await Database.open(_url(path), migrate=False)
+    try:
+        async with db.sessions() as session:
+
+            async def count(model: Any) -> int:
+                return int(await session.scalar(select(func.count()).select_from(model)) or 0)
+
+            return Setup(
+                properties=await count(Property),
+                apartments=await count(Apartment),
+                meters=await count(Meter),
+                frames=await count(RawFrame),
+                readings=await count(Reading),
+            )
+    finally:
+        await db.close()
+
+
 async def configure(db: Any) -> None:
     """Settings, prices, a heat invoice and a fixed cost per property, stored as the API stores them."""
     from sqlalchemy import select
@@ -454,20 +479,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=2024)
     parser.add_argument("--extrapolate", type=int, default=100_000, help="apartments to extrapolate to")
     parser.add_argument("--db-dir", type=Path, help="keep the database here (default: a temporary directory)")
+    parser.add_argument(
+        "--reuse", action="store_true",
+        help="bill the database already in --db-dir (built by an earlier run; its runs are kept)",
+    )  # fmt: skip
     args = parser.parse_args(argv or [])
     with tempfile.TemporaryDirectory(prefix="imd-bench-billing-") as tmp:
         directory = args.db_dir or Path(tmp)
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / "central.sqlite"
-        if path.exists():
-            path.unlink()
-        print(
-            f"fleet billing: {args.apartments} apartments, {args.per_property} per property, March 2023 with "
-            f"daily read-outs +-{args.days_around} days, SQLite {path}"
-        )
-        setup = asyncio.run(
-            build_database(path, args.apartments, args.per_property, args.days_around, args.seed)
-        )
+        if args.reuse and args.db_dir and path.exists():
+            print(f"fleet billing: the database built earlier in {path}")
+            setup = asyncio.run(describe_database(path))
+        else:
+            if path.exists():
+                path.unlink()
+            print(
+                f"fleet billing: {args.apartments} apartments, {args.per_property} per property, March 2023 "
+                f"with daily read-outs +-{args.days_around} days, SQLite {path}"
+            )
+            setup = asyncio.run(
+                build_database(path, args.apartments, args.per_property, args.days_around, args.seed)
+            )
         wall, results = run_billing(path, args.workers, args.documents)
         report(setup, wall, results, args.workers, args.extrapolate)
         missing = check_coverage(results)

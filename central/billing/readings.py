@@ -13,7 +13,7 @@ A meter replaced inside the interval contributes old meter (start -> removal rea
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -27,13 +27,18 @@ from .money import EXACT, ZERO
 
 __all__ = [
     "AlignedValue",
+    "AlignmentNeeds",
     "MeterSpan",
     "Missing",
     "PointConsumption",
+    "alignment_needs",
     "consumption",
     "interpolate",
+    "kept_instants",
     "move_reading",
+    "neighbours_within",
     "period_readings",
+    "point_instants",
     "value_at",
 ]
 
@@ -329,28 +334,134 @@ def _utc(t: datetime) -> datetime:
     return t if t.tzinfo is UTC else t.astimezone(UTC)
 
 
+@dataclass(frozen=True, slots=True)
+class AlignmentNeeds:
+    """Where a run of the period may look at a meter point's registers: ``instants`` (UTC, sorted)
+    it aligns to, and ``days``, its apartment's move days as UTC ``[lo, hi)`` windows whose first
+    real reading becomes a cut (each reading in them is an instant too)."""
+
+    instants: tuple[datetime, ...]
+    days: tuple[tuple[datetime, datetime], ...]
+
+
+def alignment_needs(inp: BillingInput) -> dict[str, AlignmentNeeds]:
+    """Meter point id -> what a run of ``inp``'s period aligns it to (a superset, never less).
+
+    The instants are the period's ends, the medium's price changes inside the period, and the
+    installations and removals inside it (where a meter's span is clipped); the days are the moves
+    of the point's apartment inside the period. Known before a single reading is loaded: the store
+    fetches the readings around them and nothing else."""
+    from .periods import boundary
+
+    tz = inp.settings.timezone
+    lo_d, hi_d = inp.period_from, inp.period_to
+    start_u, end_u = _utc(boundary(lo_d, tz)), _utc(boundary(hi_d, tz))
+    price_days: dict[str, set[date]] = {}
+    for cfg in inp.media:
+        price_days[str(cfg.medium)] = {
+            d for e in cfg.prices for d in (e.valid_from, e.valid_to) if d is not None and lo_d < d < hi_d
+        }
+    move_days: dict[str, set[date]] = {}
+    for t in inp.tenants:
+        for d in (t.move_in, t.move_out):
+            if d is not None and lo_d < d < hi_d:
+                move_days.setdefault(t.apartment_id, set()).add(d)
+    plain = AlignmentNeeds((start_u, end_u), ())
+    out: dict[str, AlignmentNeeds] = {}
+    for point in inp.meter_points:
+        instants = {start_u, end_u}
+        instants.update(_utc(boundary(d, tz)) for d in price_days.get(str(point.medium), ()))
+        for inst in point.installations:
+            for t in (inst.installed_at, inst.removed_at):
+                if t is not None and start_u <= _utc(t) <= end_u:
+                    instants.add(_utc(t))
+        days = move_days.get(point.apartment_id or "", ()) if point.apartment_id is not None else ()
+        windows = tuple(
+            (_utc(boundary(d, tz)), _utc(boundary(d + timedelta(days=1), tz))) for d in sorted(days)
+        )
+        out[point.id] = (
+            plain if len(instants) == 2 and not windows else AlignmentNeeds(tuple(sorted(instants)), windows)
+        )
+    return out
+
+
+def point_instants(point: MeterPoint, needs: AlignmentNeeds) -> list[datetime]:
+    """``needs.instants`` plus the instant of every reading of ``point`` in a move day, sorted."""
+    if not needs.days:
+        return list(needs.instants)
+    found = set(needs.instants)
+    for inst in point.installations:
+        for r in inst.readings:
+            t = _utc(r.at)
+            if any(lo <= t < hi for lo, hi in needs.days):
+                found.add(t)
+    return sorted(found)
+
+
+def _usable_instants(inst: MeterInstallation) -> list[datetime]:
+    """The distinct UTC instants of ``inst``'s readings inside its installation, sorted."""
+    lo = _utc(inst.installed_at)
+    hi = _utc(inst.removed_at) if inst.removed_at is not None else None
+    return sorted({t for r in inst.readings if (t := _utc(r.at)) >= lo and (hi is None or t <= hi)})
+
+
+def _neighbours(
+    usable: list[datetime], t: datetime
+) -> tuple[list[datetime], datetime | None, list[datetime]]:
+    """The two usable instants before ``t``, ``t`` itself if a reading was taken then, the two after."""
+    i = bisect_left(usable, t)
+    at = usable[i] if i < len(usable) and usable[i] == t else None
+    j = i + 1 if at is not None else i
+    return usable[max(0, i - 2) : i], at, usable[j : j + 2]
+
+
+def kept_instants(inst: MeterInstallation, instants: list[datetime]) -> set[datetime]:
+    """The usable instants of ``inst`` alignment can look at for ``instants``: for each, a reading
+    taken right then and the two nearest instants on each side (interpolation takes the nearest on
+    each side; extrapolation, with one side only, the two nearest there)."""
+    usable = _usable_instants(inst)
+    keep: set[datetime] = set()
+    for t in instants:
+        before, at, after = _neighbours(usable, t)
+        keep.update(before)
+        keep.update(after)
+        if at is not None:
+            keep.add(at)
+    return keep
+
+
+def neighbours_within(inst: MeterInstallation, instants: list[datetime], margin: timedelta) -> bool:
+    """Whether, for every one of ``instants``, the two nearest usable instants on each side lie
+    within ``margin`` of it: then a store that fetched every reading within ``margin`` of each
+    instant has all the readings ``period_readings`` would keep from any wider fetch."""
+    usable = _usable_instants(inst)
+    for t in instants:
+        before, _, after = _neighbours(usable, t)
+        if len(before) < 2 or t - before[0] > margin or len(after) < 2 or after[-1] - t > margin:
+            return False
+    return True
+
+
 def period_readings(inp: BillingInput) -> BillingInput:
     """``inp`` with each meter's readings cut down to those a run of its period can look at; the run
     gives the same lines and summary (only the input digest differs, as the input does).
 
-    Kept per installation: every reading from the period's first boundary to its last, both
-    included (whatever its source or installation: move dates look at the real readings of their
-    day), and of the readings usable on the meter (inside its installation) the last two before the
-    period and the first two after it, in (instant, id) order as alignment sorts them. Every instant
-    a run aligns to lies inside the period (its ends, moves, price changes, installations and
-    removals clipped to it), and alignment only looks at the nearest usable reading on each side,
-    or, on one side only, the two nearest (extrapolation): all of them are kept, and the kept
-    readings stay in their stored order. An adapter loading weeks around the period (so a gap in
-    the read-outs can be bridged) thus hands the run, and its digest, a few readings per meter.
+    Kept per installation: every reading taken on a move day of the point's apartment (whatever its
+    source or installation: the cut is the first real reading of the day, on any meter of the
+    point), and of the readings usable on the meter (inside its installation), for every instant
+    of ``alignment_needs`` and every reading instant of a move day, the readings of that instant and
+    of the two nearest instants before and after it. Alignment looks at the reading of the instant
+    if there is one, else the nearest usable reading on each side or, on one side only, the two
+    nearest (extrapolation): all of them are kept, and the kept readings stay in their stored
+    order. A month of daily read-outs comes down to about eight readings per meter; weeks loaded
+    on each side (so a gap can be bridged) do not reach the run or its digest.
     """
-    from .periods import boundary
-
-    tz = inp.settings.timezone
-    start_u = _utc(boundary(inp.period_from, tz))
-    end_u = _utc(boundary(inp.period_to, tz))
+    needs = alignment_needs(inp)
     points = []
     for point in inp.meter_points:
-        installs = tuple(_period_installation(inst, start_u, end_u) for inst in point.installations)
+        need = needs[point.id]
+        instants = point_instants(point, need)
+        installs = tuple(_period_installation(inst, instants, need.days) for inst in point.installations)
         if all(a is b for a, b in zip(installs, point.installations, strict=True)):
             points.append(point)
         else:
@@ -358,55 +469,11 @@ def period_readings(inp: BillingInput) -> BillingInput:
     return replace(inp, meter_points=tuple(points))
 
 
-def _period_installation(inst: MeterInstallation, start_u: datetime, end_u: datetime) -> MeterInstallation:
-    lo = _utc(inst.installed_at)
-    hi = _utc(inst.removed_at) if inst.removed_at is not None else None
-    rows = inst.readings
-    times = [r.at if r.at.tzinfo is UTC else r.at.astimezone(UTC) for r in rows]
-    if all(map(lt, times, islice(times, 1, None))):
-        # Strictly in time order (as the database gives them): the period is a slice, and the
-        # nearest usable readings on each side are found walking out from it.
-        i, j = bisect_left(times, start_u), bisect_right(times, end_u)
-        before: list[int] = []
-        for k in range(i - 1, -1, -1):
-            if len(before) == 2:
-                break
-            if times[k] >= lo and (hi is None or times[k] <= hi):
-                before.insert(0, k)
-        after: list[int] = []
-        for k in range(j, len(rows)):
-            if len(after) == 2:
-                break
-            if times[k] >= lo and (hi is None or times[k] <= hi):
-                after.append(k)
-        kept = len(before) + (j - i) + len(after)
-        if kept == len(rows):
-            return inst
-        picked = (*(rows[k] for k in before), *rows[i:j], *(rows[k] for k in after))
-        return replace(inst, readings=picked)
-    return _period_installation_any_order(inst, times, lo, hi, start_u, end_u)
-
-
-def _period_installation_any_order(  # noqa: PLR0917 - the private slow path of the one above
-    inst: MeterInstallation,
-    times: list[datetime],
-    lo: datetime,
-    hi: datetime | None,
-    start_u: datetime,
-    end_u: datetime,
+def _period_installation(
+    inst: MeterInstallation, instants: list[datetime], days: tuple[tuple[datetime, datetime], ...]
 ) -> MeterInstallation:
-    """``_period_installation`` for readings in any order: nearest by (instant, id), as alignment
-    sorts them."""
-    keep: set[int] = set()
-    early: list[tuple[datetime, str, int]] = []
-    late: list[tuple[datetime, str, int]] = []
-    for idx, (r, t) in enumerate(zip(inst.readings, times, strict=True)):
-        if start_u <= t <= end_u:
-            keep.add(idx)
-        elif t >= lo and (hi is None or t <= hi):
-            (early if t < start_u else late).append((t, r.id, idx))
-    keep.update(k[2] for k in sorted(early)[-2:])
-    keep.update(k[2] for k in sorted(late)[:2])
-    if len(keep) == len(inst.readings):
-        return inst
-    return replace(inst, readings=tuple(r for idx, r in enumerate(inst.readings) if idx in keep))
+    keep = kept_instants(inst, instants)
+    picked = tuple(
+        r for r in inst.readings if (t := _utc(r.at)) in keep or any(lo <= t < hi for lo, hi in days)
+    )
+    return inst if len(picked) == len(inst.readings) else replace(inst, readings=picked)

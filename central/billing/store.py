@@ -32,7 +32,7 @@ import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -57,6 +57,7 @@ from central.models import (
     Fault,
     Meter,
     Property,
+    ReadingMonth,
     Tenancy,
 )
 from central.models import (
@@ -91,7 +92,7 @@ from .model import (
     VatRounding,
 )
 from .money import ZERO, Rounding
-from .readings import period_readings
+from .readings import alignment_needs, neighbours_within, period_readings, point_instants
 from .runs import BillingRun, LineKind, RunStopped
 from .serial import canonical_json, from_jsonable
 
@@ -172,8 +173,7 @@ def _apartment(row: ApartmentRow) -> Apartment:
     return Apartment(row.object_number, row.object_number, row.number, row.area_m2, row.share, row.address)
 
 
-def _pick_register(rows: list[Any]) -> str:
-    registers: set[str] = {r.register for r in rows}
+def _pick_register(registers: Iterable[str]) -> str:
     return min(registers, key=lambda reg: (len(reg), reg))
 
 
@@ -229,42 +229,7 @@ async def load_input(
         .scalars()
         .all()
     )
-    start = datetime.combine(period_from, datetime.min.time(), tzinfo=UTC) - READING_WINDOW
-    end = datetime.combine(period_to, datetime.min.time(), tzinfo=UTC) + READING_WINDOW
-    wanted = {(m.id,): MAIN_REGISTER.get(m.medium) for m in meters}
-    readings: dict[int, list[Any]] = defaultdict(list)
-    quantities = sorted({w for w in wanted.values() if w is not None})
-    if quantities:
-        rows = await session.execute(
-            select(
-                ReadingRow.id,
-                ReadingRow.meter_id,
-                ReadingRow.register,
-                ReadingRow.read_at,
-                ReadingRow.value,
-                ReadingRow.raw_frame_id,
-                ReadingRow.quantity,
-                ReadingRow.unit,
-            )
-            .where(
-                ReadingRow.meter_id.in_([m.id for m in meters]),
-                ReadingRow.read_at >= start,
-                ReadingRow.read_at <= end,
-                ReadingRow.storage == 0,
-                ReadingRow.tariff == 0,
-                ReadingRow.subunit == 0,
-                ReadingRow.function == "instantaneous",
-                # A meter's read-out stores ~9 instantaneous registers (flow, power, temperatures...);
-                # only the billing quantity is wanted, and converting the others' rows to discard
-                # them was over half of load_input (fleet benchmark: 9.1 -> 3.5 ms CPU per apartment).
-                or_(*(and_(ReadingRow.quantity == q, ReadingRow.unit == u) for q, u in quantities)),
-            )
-            .order_by(ReadingRow.meter_id, ReadingRow.read_at, ReadingRow.id)
-        )
-        for r in rows:
-            if wanted.get((r.meter_id,)) == (r.quantity, r.unit):
-                readings[r.meter_id].append(r)
-
+    registers = await _billing_registers(session, meters, period_from, period_to)
     faults: dict[int, list[str]] = defaultdict(list)
     if meters:
         for fid, meter_id in await session.execute(
@@ -284,6 +249,8 @@ async def load_input(
         if m.meter_point_id is not None:
             by_point[m.meter_point_id].append(m)
     engine_points: list[MeterPoint] = []
+    # (engine point id, index of the installation, meter row id, decimal shift of its register)
+    point_meters: list[tuple[str, int, int, int]] = []
     for p in sorted(points, key=lambda p: p.id):
         if p.medium not in UNITS:
             continue
@@ -291,26 +258,15 @@ async def load_input(
         installs = []
         blocking: list[str] = []
         for m in sorted(by_point.get(p.id, []), key=lambda m: (m.installed_at or EPOCH, m.id)):
-            rows_m = readings.get(m.id, [])
-            if rows_m:
-                reg = _pick_register(rows_m)
-                rows_m = [r for r in rows_m if r.register == reg]
             installs.append(
                 MeterInstallation(
                     meter_id=f"{m.serial}-{m.manufacturer}",
                     installed_at=m.installed_at or EPOCH,
                     removed_at=m.removed_at,
-                    readings=tuple(
-                        Reading(
-                            str(r.id),
-                            r.read_at,
-                            r.value.scaleb(shift) if shift else r.value,
-                            raw_frame_id=None if r.raw_frame_id is None else str(r.raw_frame_id),
-                        )
-                        for r in rows_m
-                    ),
+                    readings=(),
                 )
             )
+            point_meters.append((f"P{p.id}", len(installs) - 1, m.id, shift))
             blocking += faults.get(m.id, [])
         engine_points.append(
             MeterPoint(
@@ -421,9 +377,181 @@ async def load_input(
         fixed_costs=fixed_costs,
         approvals=approvals,
     )
-    # The window loaded above bridges gaps in the read-outs; the run (and its input digest, which
-    # hashes every reading it is given) only needs the readings around the period.
+    inp = await _with_readings(session, inp, point_meters, registers)
+    # The run (and its input digest, which hashes every reading it is given) only needs the readings
+    # around the instants it aligns to.
     return period_readings(inp), {a.object_number: a.id for a in apt_rows}
+
+
+# Readings are fetched within this margin of each instant a run aligns to; a meter whose two
+# nearest read-outs on a side lie farther out (a gap, a meter read weekly) is fetched again over
+# the whole READING_WINDOW. Daily read-outs: about four readings a side.
+FETCH_MARGIN = timedelta(days=3)
+_TIME_ORDER = (ReadingRow.meter_id, ReadingRow.read_at, ReadingRow.id)
+
+
+async def _billing_registers(
+    session: AsyncSession, meters: Iterable[Meter], period_from: date, period_to: date
+) -> dict[int, str]:
+    """Meter row id -> its billing register: of the medium's candidates (``MAIN_REGISTER``) with
+    readings in the UTC months that ``READING_WINDOW`` around the period touches, the shortest
+    DIF/VIF (a pulse input beside the main register loses), as in ``central.consumption``. Taken
+    from the month summaries (``reading_month``, kept by every writer of readings), so a meter's
+    register is known before any of its readings is read; a meter without summaries from the
+    readings."""
+    wanted = {m.id: MAIN_REGISTER.get(m.medium) for m in meters}
+    ids = [mid for mid, w in wanted.items() if w is not None]
+    if not ids:
+        return {}
+    lo = datetime.combine(period_from, datetime.min.time(), tzinfo=UTC) - READING_WINDOW
+    hi = datetime.combine(period_to, datetime.min.time(), tzinfo=UTC) + READING_WINDOW
+    conn = await session.connection()
+    found: dict[int, set[str]] = defaultdict(set)
+    for meter_id, register, quantity, unit in await conn.execute(
+        select(ReadingMonth.meter_id, ReadingMonth.register, ReadingMonth.quantity, ReadingMonth.unit).where(
+            ReadingMonth.meter_id.in_(ids),
+            ReadingMonth.month >= f"{lo:%Y-%m}",
+            ReadingMonth.month <= f"{hi:%Y-%m}",
+        )
+    ):
+        if wanted.get(meter_id) == (quantity, unit):
+            found[meter_id].add(register)
+    unsummarised = [mid for mid in ids if mid not in found]
+    if unsummarised:
+        # No summary (no readings in the window, or a writer that skipped ``note_readings``): the
+        # readings themselves say, at the cost of a scan of the window for these meters.
+        pairs = sorted({w for mid in unsummarised if (w := wanted[mid]) is not None})
+        for meter_id, register, quantity, unit in await conn.execute(
+            select(ReadingRow.meter_id, ReadingRow.register, ReadingRow.quantity, ReadingRow.unit)
+            .distinct()
+            .where(
+                ReadingRow.meter_id.in_(unsummarised),
+                ReadingRow.read_at >= lo,
+                ReadingRow.read_at <= hi,
+                ReadingRow.storage == 0,
+                ReadingRow.tariff == 0,
+                ReadingRow.subunit == 0,
+                ReadingRow.function == "instantaneous",
+                or_(*(and_(ReadingRow.quantity == q, ReadingRow.unit == u) for q, u in pairs)),
+            )
+        ):
+            if wanted.get(meter_id) == (quantity, unit):
+                found[meter_id].add(register)
+    return {mid: _pick_register(regs) for mid, regs in found.items()}
+
+
+def _merged(ranges: Iterable[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    out: list[tuple[datetime, datetime]] = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
+
+
+async def _fetch(
+    session: AsyncSession, registers: Mapping[int, str], ranges: list[tuple[datetime, datetime]]
+) -> dict[int, list[tuple[int, datetime, Decimal, int | None]]]:
+    """Meter row id -> (id, read_at, value, raw frame id) of its billing register in ``ranges``
+    (disjoint, sorted), in (read_at, id) order."""
+    out: dict[int, list[tuple[int, datetime, Decimal, int | None]]] = defaultdict(list)
+    if not registers:
+        return out
+    # Executed on the connection (Core): the ORM session wraps every row in its own loading step.
+    conn = await session.connection()
+    names = sorted(set(registers.values()))
+    for lo, hi in ranges:
+        # (meter_id, register, read_at) is the unique index: a range scan per meter and register.
+        rows = await conn.execute(
+            select(
+                ReadingRow.meter_id,
+                ReadingRow.register,
+                ReadingRow.id,
+                ReadingRow.read_at,
+                ReadingRow.value,
+                ReadingRow.raw_frame_id,
+            )
+            .where(
+                ReadingRow.meter_id.in_(sorted(registers)),
+                ReadingRow.register.in_(names),
+                ReadingRow.read_at >= lo,
+                ReadingRow.read_at <= hi,
+            )
+            .order_by(*_TIME_ORDER)
+        )
+        for meter_id, register, rid, read_at, value, frame in rows:
+            if registers[meter_id] == register:
+                out[meter_id].append((rid, read_at, value, frame))
+    return out
+
+
+def _readings_of(rows: list[tuple[int, datetime, Decimal, int | None]], shift: int) -> tuple[Reading, ...]:
+    return tuple(
+        Reading(
+            str(rid),
+            read_at,
+            value.scaleb(shift) if shift else value,
+            raw_frame_id=None if frame is None else str(frame),
+        )
+        for rid, read_at, value, frame in rows
+    )
+
+
+async def _with_readings(
+    session: AsyncSession,
+    inp: BillingInput,
+    point_meters: list[tuple[str, int, int, int]],
+    registers: Mapping[int, str],
+) -> BillingInput:
+    """``inp`` (installations without readings) with each meter's billing register readings: those
+    within ``FETCH_MARGIN`` of every instant the run aligns the point to (``alignment_needs``: the
+    period's ends, price changes, installations and removals, whole move days). A meter for which
+    that margin does not hold its two nearest usable readings either side of every instant is
+    fetched over ``READING_WINDOW`` around the period instead. Either way ``period_readings`` then
+    keeps the same readings (tests/billing/test_billing_period_readings.py): the readings a run
+    looks at are those the whole window gives, from a few rows per meter."""
+    needs = alignment_needs(inp)
+    by_ranges: dict[tuple[tuple[datetime, datetime], ...], dict[int, str]] = defaultdict(dict)
+    for point_id, _, meter_id, _ in point_meters:
+        if meter_id in registers:
+            need = needs[point_id]
+            merged = _merged(
+                [(t - FETCH_MARGIN, t + FETCH_MARGIN) for t in need.instants]
+                + [(lo - FETCH_MARGIN, hi + FETCH_MARGIN) for lo, hi in need.days]
+            )
+            by_ranges[tuple(merged)][meter_id] = registers[meter_id]
+    rows: dict[int, list[tuple[int, datetime, Decimal, int | None]]] = {}
+    for ranges, group in by_ranges.items():
+        rows.update(await _fetch(session, group, list(ranges)))
+    points = {p.id: p for p in inp.meter_points}
+    filled: dict[str, list[MeterInstallation]] = {pid: list(p.installations) for pid, p in points.items()}
+    for point_id, index, meter_id, shift in point_meters:
+        inst = filled[point_id][index]
+        filled[point_id][index] = replace(inst, readings=_readings_of(rows.get(meter_id, []), shift))
+    wide: dict[int, str] = {}
+    for point_id, index, meter_id, _ in point_meters:
+        if meter_id not in registers:
+            continue
+        point = replace(points[point_id], installations=tuple(filled[point_id]))
+        if not neighbours_within(
+            filled[point_id][index], point_instants(point, needs[point_id]), FETCH_MARGIN
+        ):
+            wide[meter_id] = registers[meter_id]
+    if wide:
+        lo = datetime.combine(inp.period_from, datetime.min.time(), tzinfo=UTC) - READING_WINDOW
+        hi = datetime.combine(inp.period_to, datetime.min.time(), tzinfo=UTC) + READING_WINDOW
+        again = await _fetch(session, wide, [(lo, hi)])
+        for point_id, index, meter_id, shift in point_meters:
+            if meter_id in wide:
+                inst = filled[point_id][index]
+                filled[point_id][index] = replace(inst, readings=_readings_of(again.get(meter_id, []), shift))
+    return replace(
+        inp,
+        meter_points=tuple(
+            replace(p, installations=tuple(filled[p.id])) if filled[p.id] else p for p in inp.meter_points
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)

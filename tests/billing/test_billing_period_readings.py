@@ -172,28 +172,54 @@ def test_weeks_of_daily_readings_on_the_benchmark_portfolio() -> None:
     assert _count(trimmed) < 140 * len(dense.meter_points)
 
 
-def test_nothing_to_cut_leaves_the_input_as_it_is() -> None:
-    inp = build_property(3, 10)
+def test_cutting_twice_cuts_nothing_more() -> None:
+    inp = period_readings(build_property(3, 10))
     assert period_readings(inp) == inp
     assert canonical_json(period_readings(inp)) == canonical_json(inp)
 
 
+def test_a_month_of_daily_read_outs_comes_down_to_the_readings_around_its_ends() -> None:
+    """No move, no price change, no replacement: the two read-outs either side of each end."""
+    days = [START + timedelta(days=k, hours=2) for k in range(-10, 42)]
+    readings = tuple(Reading(f"r{k}", at, D(1000 + k)) for k, at in enumerate(days))
+    point = MeterPoint("P1", Medium.HEAT, "kWh", "A001", (
+        MeterInstallation("m1", datetime(2020, 1, 1, tzinfo=TZ), None, readings),
+    ))  # fmt: skip
+    inp = make_input(
+        settings=settings(),
+        apartments=(apartment("A001", "50"),),
+        meter_points=(point,),
+        media=(
+            MediumConfig(
+                Medium.HEAT,
+                PriceModel.DEBITERING,
+                "kWh",
+                prices=(PriceEntry(date(2020, 1, 1), None, D("1.25")),),
+            ),
+        ),
+    )
+    kept = _same_run(inp).meter_points[0].installations[0].readings
+    # 1 March 02:00 is readings[10]; 1 April 00:00 falls between 31 March and 1 April 02:00
+    assert [r.id for r in kept] == ["r8", "r9", "r10", "r11", "r39", "r40", "r41", "r42"]
+
+
 @hsettings(max_examples=300, deadline=None)
-@given(st.lists(_reading, max_size=20), st.integers(-60, 800), st.booleans())
-def test_the_slice_path_keeps_what_the_sorting_path_keeps(
-    rows: list[tuple[int, ReadingSource, int, int]], install_hours: int, removed: bool
+@given(st.lists(_reading, max_size=20), st.integers(-60, 800), st.booleans(), st.integers(1, 200))
+def test_a_fetch_that_passes_neighbours_within_keeps_what_the_wide_fetch_keeps(
+    rows: list[tuple[int, ReadingSource, int, int]], install_hours: int, removed: bool, margin_hours: int
 ) -> None:
+    """The store's shortcut: fetch only the readings within a margin of each instant; when
+    ``neighbours_within`` says the margin held the neighbours, the cut is the cut of everything."""
     from datetime import UTC
 
-    from central.billing.readings import _period_installation, _period_installation_any_order
+    from central.billing.readings import kept_instants, neighbours_within
 
-    readings = tuple(sorted(_readings("P", rows), key=lambda r: r.at.astimezone(UTC)))
+    readings = _readings("P", rows)
     installed = START + timedelta(hours=install_hours)
     inst = MeterInstallation("m", installed, installed + timedelta(days=9) if removed else None, readings)
-    start_u = START.astimezone(UTC)
-    end_u = datetime(2024, 4, 1, tzinfo=TZ).astimezone(UTC)
-    times = [r.at.astimezone(UTC) for r in readings]
-    lo = installed.astimezone(UTC)
-    hi = inst.removed_at.astimezone(UTC) if inst.removed_at is not None else None
-    slow = _period_installation_any_order(inst, times, lo, hi, start_u, end_u)
-    assert _period_installation(inst, start_u, end_u) == slow
+    instants = sorted({START.astimezone(UTC), datetime(2024, 4, 1, tzinfo=TZ).astimezone(UTC)})
+    margin = timedelta(hours=margin_hours)
+    near = tuple(r for r in readings if any(abs(r.at.astimezone(UTC) - t) <= margin for t in instants))
+    fetched = dataclasses.replace(inst, readings=near)
+    if neighbours_within(fetched, instants, margin):
+        assert kept_instants(fetched, instants) == kept_instants(inst, instants)
