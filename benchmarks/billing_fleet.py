@@ -385,6 +385,14 @@ def _worker(url: str, idx: int, workers: int, documents: int, barrier: Any, out:
 def run_billing(path: Path, workers: int, documents: int = 0) -> tuple[float, list[WorkerResult]]:
     """(wall seconds of the whole run, one result per worker); ``workers == 1`` runs in-process."""
     url = _url(path)
+    # The service has its modules loaded: import them before the workers fork, so the first
+    # property's figures are not the interpreter compiling them.
+    import central.billing.documents
+    import central.billing.periods
+    import central.billing.store
+    import central.db
+    import central.models  # noqa: F401
+
     if workers <= 1:
         w0 = time.perf_counter()
         result = asyncio.run(bill_properties(url, 0, 1, documents))
