@@ -14,6 +14,7 @@ A meter replaced inside the interval contributes old meter (start -> removal rea
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -34,11 +35,11 @@ __all__ = [
     "alignment_needs",
     "consumption",
     "interpolate",
-    "kept_instants",
     "move_reading",
-    "neighbours_within",
+    "nearest_instants",
     "period_readings",
     "point_instants",
+    "usable_instants",
     "value_at",
 ]
 
@@ -362,19 +363,19 @@ def alignment_needs(inp: BillingInput) -> dict[str, AlignmentNeeds]:
             d for e in cfg.prices for d in (e.valid_from, e.valid_to) if d is not None and lo_d < d < hi_d
         }
     move_days: dict[str, set[date]] = {}
-    for t in inp.tenants:
-        for d in (t.move_in, t.move_out):
+    for stay in inp.tenants:
+        for d in (stay.move_in, stay.move_out):
             if d is not None and lo_d < d < hi_d:
-                move_days.setdefault(t.apartment_id, set()).add(d)
+                move_days.setdefault(stay.apartment_id, set()).add(d)
     plain = AlignmentNeeds((start_u, end_u), ())
     out: dict[str, AlignmentNeeds] = {}
     for point in inp.meter_points:
         instants = {start_u, end_u}
         instants.update(_utc(boundary(d, tz)) for d in price_days.get(str(point.medium), ()))
         for inst in point.installations:
-            for t in (inst.installed_at, inst.removed_at):
-                if t is not None and start_u <= _utc(t) <= end_u:
-                    instants.add(_utc(t))
+            for when in (inst.installed_at, inst.removed_at):
+                if when is not None and start_u <= _utc(when) <= end_u:
+                    instants.add(_utc(when))
         days = move_days.get(point.apartment_id or "", ()) if point.apartment_id is not None else ()
         windows = tuple(
             (_utc(boundary(d, tz)), _utc(boundary(d + timedelta(days=1), tz))) for d in sorted(days)
@@ -398,48 +399,47 @@ def point_instants(point: MeterPoint, needs: AlignmentNeeds) -> list[datetime]:
     return sorted(found)
 
 
-def _usable_instants(inst: MeterInstallation) -> list[datetime]:
-    """The distinct UTC instants of ``inst``'s readings inside its installation, sorted."""
-    lo = _utc(inst.installed_at)
-    hi = _utc(inst.removed_at) if inst.removed_at is not None else None
-    return sorted({t for r in inst.readings if (t := _utc(r.at)) >= lo and (hi is None or t <= hi)})
+def usable_instants(
+    times: Iterable[datetime], installed_at: datetime, removed_at: datetime | None
+) -> list[datetime]:
+    """The distinct UTC instants of ``times`` inside the installation ``[installed_at, removed_at]``
+    (what alignment can use), sorted."""
+    lo = _utc(installed_at)
+    hi = _utc(removed_at) if removed_at is not None else None
+    return sorted({u for t in times if (u := _utc(t)) >= lo and (hi is None or u <= hi)})
 
 
-def _neighbours(
-    usable: list[datetime], t: datetime
-) -> tuple[list[datetime], datetime | None, list[datetime]]:
-    """The two usable instants before ``t``, ``t`` itself if a reading was taken then, the two after."""
-    i = bisect_left(usable, t)
-    at = usable[i] if i < len(usable) and usable[i] == t else None
-    j = i + 1 if at is not None else i
-    return usable[max(0, i - 2) : i], at, usable[j : j + 2]
+def nearest_instants(
+    usable: list[datetime], instants: Iterable[datetime], margin: timedelta | None = None
+) -> set[datetime] | None:
+    """Of the sorted ``usable`` instants, those alignment can look at for ``instants``: for each, a
+    reading taken right then and the two nearest instants on each side (interpolation takes the
+    nearest on each side; extrapolation, with one side only, the two nearest there).
 
-
-def kept_instants(inst: MeterInstallation, instants: list[datetime]) -> set[datetime]:
-    """The usable instants of ``inst`` alignment can look at for ``instants``: for each, a reading
-    taken right then and the two nearest instants on each side (interpolation takes the nearest on
-    each side; extrapolation, with one side only, the two nearest there)."""
-    usable = _usable_instants(inst)
+    With ``margin``: None unless, for every instant, the two nearest on each side lie within
+    ``margin`` of it. Then ``usable`` may be only the instants within ``margin`` of each instant
+    (what a store fetched around them): nothing beyond it could be nearer, and any wider fetch
+    gives the same set."""
     keep: set[datetime] = set()
+    n = len(usable)
     for t in instants:
-        before, at, after = _neighbours(usable, t)
-        keep.update(before)
-        keep.update(after)
-        if at is not None:
-            keep.add(at)
+        i = bisect_left(usable, t)
+        j = i + 1 if i < n and usable[i] == t else i
+        before, after = usable[max(0, i - 2) : i], usable[j : j + 2]
+        if margin is not None and (
+            len(before) < 2 or t - before[0] > margin or len(after) < 2 or after[-1] - t > margin
+        ):
+            return None
+        keep.update(usable[max(0, i - 2) : j + 2])
     return keep
 
 
-def neighbours_within(inst: MeterInstallation, instants: list[datetime], margin: timedelta) -> bool:
-    """Whether, for every one of ``instants``, the two nearest usable instants on each side lie
-    within ``margin`` of it: then a store that fetched every reading within ``margin`` of each
-    instant has all the readings ``period_readings`` would keep from any wider fetch."""
-    usable = _usable_instants(inst)
-    for t in instants:
-        before, _, after = _neighbours(usable, t)
-        if len(before) < 2 or t - before[0] > margin or len(after) < 2 or after[-1] - t > margin:
-            return False
-    return True
+def _kept(inst: MeterInstallation, instants: list[datetime]) -> set[datetime]:
+    keep = nearest_instants(
+        usable_instants((r.at for r in inst.readings), inst.installed_at, inst.removed_at), instants
+    )
+    assert keep is not None  # no margin, no refusal
+    return keep
 
 
 def period_readings(inp: BillingInput) -> BillingInput:
@@ -472,7 +472,7 @@ def period_readings(inp: BillingInput) -> BillingInput:
 def _period_installation(
     inst: MeterInstallation, instants: list[datetime], days: tuple[tuple[datetime, datetime], ...]
 ) -> MeterInstallation:
-    keep = kept_instants(inst, instants)
+    keep = _kept(inst, instants)
     picked = tuple(
         r for r in inst.readings if (t := _utc(r.at)) in keep or any(lo <= t < hi for lo, hi in days)
     )

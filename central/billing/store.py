@@ -92,7 +92,7 @@ from .model import (
     VatRounding,
 )
 from .money import ZERO, Rounding
-from .readings import alignment_needs, neighbours_within, period_readings, point_instants
+from .readings import alignment_needs, nearest_instants, period_readings, usable_instants
 from .runs import BillingRun, LineKind, RunStopped
 from .serial import canonical_json, from_jsonable
 
@@ -183,9 +183,15 @@ async def load_input(
     period_from: date,
     period_to: date,
     approvals: tuple[Approval, ...] = (),
+    *,
+    whole_window: bool = False,
 ) -> tuple[BillingInput, dict[str, int]]:
     """The engine's input for ``prop`` and ``[period_from, period_to)``; and object number -> apartment
-    row id (for the line rows). Raises ``BillingSetupError`` when the property has no settings."""
+    row id (for the line rows). Raises ``BillingSetupError`` when the property has no settings.
+
+    The readings are those ``period_readings`` keeps of the ``READING_WINDOW`` around the period,
+    fetched from around the instants the run aligns to (``_with_readings``); ``whole_window``
+    fetches the whole window instead, the reference the shortcut is tested against."""
     srow = await session.get(BillingSettings, prop.id)
     if srow is None:
         raise BillingSetupError([f"property {prop.key}: no billing settings (PUT .../settings first)"])
@@ -377,10 +383,10 @@ async def load_input(
         fixed_costs=fixed_costs,
         approvals=approvals,
     )
-    inp = await _with_readings(session, inp, point_meters, registers)
     # The run (and its input digest, which hashes every reading it is given) only needs the readings
-    # around the instants it aligns to.
-    return period_readings(inp), {a.object_number: a.id for a in apt_rows}
+    # around the instants it aligns to: ``period_readings``' cut of the window, read as such.
+    inp = await _with_readings(session, inp, point_meters, registers, None if whole_window else FETCH_MARGIN)
+    return inp, {a.object_number: a.id for a in apt_rows}
 
 
 # Readings are fetched within this margin of each instant a run aligns to; a meter whose two
@@ -489,16 +495,36 @@ async def _fetch(
     return out
 
 
-def _readings_of(rows: list[tuple[int, datetime, Decimal, int | None]], shift: int) -> tuple[Reading, ...]:
-    return tuple(
-        Reading(
-            str(rid),
-            read_at,
-            value.scaleb(shift) if shift else value,
-            raw_frame_id=None if frame is None else str(frame),
-        )
-        for rid, read_at, value, frame in rows
+_Row = tuple[int, datetime, Decimal, int | None]  # (id, read_at in UTC, value, raw frame id)
+
+
+def _reading(row: _Row, shift: int) -> Reading:
+    rid, read_at, value, frame = row
+    return Reading(
+        str(rid),
+        read_at,
+        value.scaleb(shift) if shift else value,
+        raw_frame_id=None if frame is None else str(frame),
     )
+
+
+def _cut(
+    rows: list[_Row],
+    inst: MeterInstallation,
+    instants: list[datetime],
+    days: tuple[tuple[datetime, datetime], ...],
+    margin: timedelta | None,
+) -> list[_Row] | None:
+    """``period_readings``' cut of one meter's rows (move days whole, the nearest instants around
+    every instant); None when ``margin`` is given and the rows do not hold the neighbours within it."""
+    keep = nearest_instants(
+        usable_instants((r[1] for r in rows), inst.installed_at, inst.removed_at), instants, margin
+    )
+    if keep is None:
+        return None
+    if not days:
+        return [r for r in rows if r[1] in keep]
+    return [r for r in rows if r[1] in keep or any(lo <= r[1] < hi for lo, hi in days)]
 
 
 async def _with_readings(
@@ -506,57 +532,93 @@ async def _with_readings(
     inp: BillingInput,
     point_meters: list[tuple[str, int, int, int]],
     registers: Mapping[int, str],
+    margin: timedelta | None,
 ) -> BillingInput:
-    """``inp`` (installations without readings) with each meter's billing register readings: those
-    within ``FETCH_MARGIN`` of every instant the run aligns the point to (``alignment_needs``: the
-    period's ends, price changes, installations and removals, whole move days). A meter for which
-    that margin does not hold its two nearest usable readings either side of every instant is
-    fetched over ``READING_WINDOW`` around the period instead. Either way ``period_readings`` then
-    keeps the same readings (tests/billing/test_billing_period_readings.py): the readings a run
-    looks at are those the whole window gives, from a few rows per meter."""
+    """``inp`` (installations without readings) with the readings ``period_readings`` keeps of each
+    meter's billing register over ``READING_WINDOW`` around the period.
+
+    Fetched from the database: with ``margin``, only the readings within it of every instant the run
+    aligns the point to (``alignment_needs``: the period's ends, price changes, installations and
+    removals, whole move days); a meter whose two nearest usable readings either side of an instant
+    lie farther out is fetched over the whole window after all. Either way the cut is the one of the
+    whole window (``nearest_instants``; tests/billing/test_billing_period_readings.py). With
+    ``margin=None`` every reading of the window is read and ``period_readings`` cuts them: the
+    reference tests/central/test_central_billing_fetch.py compares the shortcut with."""
     needs = alignment_needs(inp)
-    by_ranges: dict[tuple[tuple[datetime, datetime], ...], dict[int, str]] = defaultdict(dict)
-    for point_id, _, meter_id, _ in point_meters:
-        if meter_id in registers:
-            need = needs[point_id]
-            merged = _merged(
-                [(t - FETCH_MARGIN, t + FETCH_MARGIN) for t in need.instants]
-                + [(lo - FETCH_MARGIN, hi + FETCH_MARGIN) for lo, hi in need.days]
+    lo_w = datetime.combine(inp.period_from, datetime.min.time(), tzinfo=UTC) - READING_WINDOW
+    hi_w = datetime.combine(inp.period_to, datetime.min.time(), tzinfo=UTC) + READING_WINDOW
+    wanted = [(pid, index, mid, shift) for pid, index, mid, shift in point_meters if mid in registers]
+    rows: dict[int, list[_Row]] = {}
+    if margin is None:
+        # The reference: every reading of the window, cut by ``period_readings`` itself.
+        rows.update(await _fetch(session, {mid: registers[mid] for _, _, mid, _ in wanted}, [(lo_w, hi_w)]))
+        uncut = {p.id: list(p.installations) for p in inp.meter_points}
+        for point_id, index, meter_id, shift in wanted:
+            inst = uncut[point_id][index]
+            uncut[point_id][index] = replace(
+                inst, readings=tuple(_reading(r, shift) for r in rows.get(meter_id, ()))
             )
-            by_ranges[tuple(merged)][meter_id] = registers[meter_id]
-    rows: dict[int, list[tuple[int, datetime, Decimal, int | None]]] = {}
+        return period_readings(
+            replace(
+                inp,
+                meter_points=tuple(replace(p, installations=tuple(uncut[p.id])) for p in inp.meter_points),
+            )
+        )
+    by_ranges: dict[tuple[tuple[datetime, datetime], ...], dict[int, str]] = defaultdict(dict)
+    for point_id, _, meter_id, _ in wanted:
+        need = needs[point_id]
+        merged = _merged(
+            [(t - margin, t + margin) for t in need.instants]
+            + [(lo - margin, hi + margin) for lo, hi in need.days]
+        )
+        by_ranges[tuple(merged)][meter_id] = registers[meter_id]
     for ranges, group in by_ranges.items():
         rows.update(await _fetch(session, group, list(ranges)))
-    points = {p.id: p for p in inp.meter_points}
-    filled: dict[str, list[MeterInstallation]] = {pid: list(p.installations) for pid, p in points.items()}
-    for point_id, index, meter_id, shift in point_meters:
-        inst = filled[point_id][index]
-        filled[point_id][index] = replace(inst, readings=_readings_of(rows.get(meter_id, []), shift))
-    wide: dict[int, str] = {}
-    for point_id, index, meter_id, _ in point_meters:
-        if meter_id not in registers:
+    by_point: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
+    for point_id, index, meter_id, shift in wanted:
+        by_point[point_id].append((index, meter_id, shift))
+    points = []
+    wide: list[tuple[MeterPoint, list[datetime], list[tuple[int, int, int]]]] = []
+    for point in inp.meter_points:
+        meters = by_point.get(point.id)
+        if not meters:
+            points.append(point)
             continue
-        need = needs[point_id]
-        if need.days:  # the move days' readings are instants too
-            instants = point_instants(replace(points[point_id], installations=tuple(filled[point_id])), need)
-        else:
-            instants = list(need.instants)
-        if not neighbours_within(filled[point_id][index], instants, FETCH_MARGIN):
-            wide[meter_id] = registers[meter_id]
+        need = needs[point.id]
+        instants = list(need.instants)
+        if need.days:  # every reading of a move day is an instant too (it may be the cut)
+            on_days = (
+                r[1]
+                for _, mid, _ in meters
+                for r in rows.get(mid, ())
+                if any(lo <= r[1] < hi for lo, hi in need.days)
+            )
+            instants = sorted({*instants, *on_days})
+        installs = list(point.installations)
+        again = []
+        for index, meter_id, shift in meters:
+            cut = _cut(rows.get(meter_id, []), installs[index], instants, need.days, margin)
+            if cut is None:
+                again.append((index, meter_id, shift))
+            else:
+                installs[index] = replace(installs[index], readings=tuple(_reading(r, shift) for r in cut))
+        points.append(replace(point, installations=tuple(installs)))
+        if again:
+            wide.append((points[-1], instants, again))
     if wide:
-        lo = datetime.combine(inp.period_from, datetime.min.time(), tzinfo=UTC) - READING_WINDOW
-        hi = datetime.combine(inp.period_to, datetime.min.time(), tzinfo=UTC) + READING_WINDOW
-        again = await _fetch(session, wide, [(lo, hi)])
-        for point_id, index, meter_id, shift in point_meters:
-            if meter_id in wide:
-                inst = filled[point_id][index]
-                filled[point_id][index] = replace(inst, readings=_readings_of(again.get(meter_id, []), shift))
-    return replace(
-        inp,
-        meter_points=tuple(
-            replace(p, installations=tuple(filled[p.id])) if filled[p.id] else p for p in inp.meter_points
-        ),
-    )
+        fetched = await _fetch(
+            session, {mid: registers[mid] for _, _, ms in wide for _, mid, _ in ms}, [(lo_w, hi_w)]
+        )
+        at = {p.id: k for k, p in enumerate(points)}
+        for point, instants, meters in wide:
+            installs = list(point.installations)
+            need = needs[point.id]
+            for index, meter_id, shift in meters:
+                cut = _cut(fetched.get(meter_id, []), installs[index], instants, need.days, None)
+                assert cut is not None  # no margin, no refusal
+                installs[index] = replace(installs[index], readings=tuple(_reading(r, shift) for r in cut))
+            points[at[point.id]] = replace(point, installations=tuple(installs))
+    return replace(inp, meter_points=tuple(points))
 
 
 @dataclass(frozen=True, slots=True)

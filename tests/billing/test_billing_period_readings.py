@@ -203,23 +203,35 @@ def test_a_month_of_daily_read_outs_comes_down_to_the_readings_around_its_ends()
     assert [r.id for r in kept] == ["r8", "r9", "r10", "r11", "r39", "r40", "r41", "r42"]
 
 
-@hsettings(max_examples=300, deadline=None)
-@given(st.lists(_reading, max_size=20), st.integers(-60, 800), st.booleans(), st.integers(1, 200))
-def test_a_fetch_that_passes_neighbours_within_keeps_what_the_wide_fetch_keeps(
-    rows: list[tuple[int, ReadingSource, int, int]], install_hours: int, removed: bool, margin_hours: int
+@hsettings(max_examples=500, deadline=None)
+@given(
+    st.lists(_reading, max_size=20),
+    st.integers(-60, 800),
+    st.booleans(),
+    st.integers(1, 200),
+    st.lists(st.integers(-100, 900), max_size=3),
+)
+def test_a_fetch_the_margin_holds_keeps_what_the_wide_fetch_keeps(
+    rows: list[tuple[int, ReadingSource, int, int]],
+    install_hours: int,
+    removed: bool,
+    margin_hours: int,
+    more: list[int],
 ) -> None:
     """The store's shortcut: fetch only the readings within a margin of each instant; when
-    ``neighbours_within`` says the margin held the neighbours, the cut is the cut of everything."""
+    ``nearest_instants`` says the margin held the neighbours, the cut is the cut of everything."""
     from datetime import UTC
 
-    from central.billing.readings import kept_instants, neighbours_within
+    from central.billing.readings import nearest_instants, usable_instants
 
     readings = _readings("P", rows)
     installed = START + timedelta(hours=install_hours)
-    inst = MeterInstallation("m", installed, installed + timedelta(days=9) if removed else None, readings)
-    instants = sorted({START.astimezone(UTC), datetime(2024, 4, 1, tzinfo=TZ).astimezone(UTC)})
+    removal = installed + timedelta(days=9) if removed else None
+    ends = [START, datetime(2024, 4, 1, tzinfo=TZ), *(START + timedelta(hours=h) for h in more)]
+    instants = sorted({t.astimezone(UTC) for t in ends})
     margin = timedelta(hours=margin_hours)
-    near = tuple(r for r in readings if any(abs(r.at.astimezone(UTC) - t) <= margin for t in instants))
-    fetched = dataclasses.replace(inst, readings=near)
-    if neighbours_within(fetched, instants, margin):
-        assert kept_instants(fetched, instants) == kept_instants(inst, instants)
+    near = [r.at for r in readings if any(abs(r.at.astimezone(UTC) - t) <= margin for t in instants)]
+    every = nearest_instants(usable_instants((r.at for r in readings), installed, removal), instants)
+    fetched = nearest_instants(usable_instants(near, installed, removal), instants, margin)
+    if fetched is not None:
+        assert fetched == every

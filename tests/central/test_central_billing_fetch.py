@@ -1,0 +1,184 @@
+"""``load_input`` reads the readings around the instants a run aligns to, not the whole 45-day window:
+on a simulator fleet's database it gives the same input, byte for byte, as reading the whole window
+(``whole_window=True``), also where the shortcut has to widen or fall back - a gap in the read-outs
+at the period's end, a meter read once a week, a tenant moving mid-period, a meter replaced
+mid-period, a price change inside the period, a meter without month summaries."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+
+from sqlalchemy import delete, select
+
+from benchmarks.billing_fleet import PERIOD_FROM, PERIOD_TO, build_database
+from central.billing import compute_run
+from central.billing.serial import canonical_json
+from central.billing.store import load_input
+from central.db import Database
+from central.models import (
+    Apartment,
+    BillingPrice,
+    Meter,
+    MeterPoint,
+    Property,
+    Reading,
+    ReadingMonth,
+    Tenancy,
+)
+from central.reading_months import rebuild
+
+NOW = datetime(2023, 4, 5, tzinfo=UTC)
+
+
+async def _meter(session: object, prop: Property, medium: str, nth: int) -> Meter:
+    rows = (
+        (
+            await session.execute(  # type: ignore[attr-defined]
+                select(Meter)
+                .join(MeterPoint, MeterPoint.id == Meter.meter_point_id)
+                .where(
+                    MeterPoint.property_id == prop.id,
+                    MeterPoint.apartment_id.is_not(None),
+                    Meter.medium == medium,
+                )
+                .order_by(Meter.id)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    meter: Meter = rows[nth]
+    return meter
+
+
+async def _edge_cases(db: Database) -> None:
+    async with db.sessions.begin() as session:
+        first, second = (await session.execute(select(Property).order_by(Property.id))).scalars().all()
+        # A gap: nothing read from 29 March to 3 April (the end's neighbours lie 3+ days out).
+        gap = await _meter(session, first, "heat", 0)
+        await session.execute(
+            delete(Reading).where(
+                Reading.meter_id == gap.id,
+                Reading.read_at >= datetime(2023, 3, 29, tzinfo=UTC),
+                Reading.read_at < datetime(2023, 4, 4, tzinfo=UTC),
+            )
+        )
+        # Read once a week.
+        weekly = await _meter(session, first, "cold_water", 1)
+        for r in (await session.execute(select(Reading).where(Reading.meter_id == weekly.id))).scalars():
+            if r.read_at.weekday() != 0:
+                await session.delete(r)
+        await session.flush()
+        # A tenant moving out on the 15th, the next moving in.
+        flat = (
+            (
+                await session.execute(
+                    select(Apartment).where(Apartment.property_id == first.id).order_by(Apartment.id)
+                )
+            )
+            .scalars()
+            .all()[2]
+        )
+        for ref, lo, hi in (
+            ("T-OLD", date(2020, 1, 1), date(2023, 3, 15)),
+            ("T-NEW", date(2023, 3, 15), None),
+        ):
+            session.add(
+                Tenancy(apartment_id=flat.id, tenant_ref=ref, move_in=lo, move_out=hi, updated_at=NOW)
+            )
+        # A new hot-water price from the 20th.
+        price = (
+            await session.execute(
+                select(BillingPrice).where(
+                    BillingPrice.property_id == first.id, BillingPrice.medium == "hot_water"
+                )
+            )
+        ).scalar_one()
+        price.valid_to = date(2023, 3, 20)
+        session.add(
+            BillingPrice(
+                property_id=first.id, medium="hot_water", valid_from=date(2023, 3, 20),
+                unit_price=Decimal("66.00"), fixed_fee_per_month=Decimal(0),
+            )
+        )  # fmt: skip
+        # An electricity meter replaced on 12 March at 10:00; the new one starts from zero.
+        old = await _meter(session, second, "electricity", 0)
+        swap = datetime(2023, 3, 12, 10, tzinfo=UTC)
+        old.removed_at = swap
+        new = Meter(
+            serial="99000001", manufacturer=old.manufacturer, medium=old.medium,
+            meter_point_id=old.meter_point_id, installed_at=swap,
+        )  # fmt: skip
+        session.add(new)
+        await session.flush()
+        olds = (
+            (
+                await session.execute(
+                    select(Reading).where(Reading.meter_id == old.id).order_by(Reading.read_at)
+                )
+            )
+            .scalars()
+            .all()
+        )
+        base = next(r.value for r in olds if r.read_at >= swap)
+        for r in olds:
+            if r.read_at >= swap:
+                session.add(
+                    Reading(
+                        meter_id=new.id, register=r.register, read_at=r.read_at, quantity=r.quantity,
+                        unit=r.unit, function=r.function, storage=r.storage, tariff=r.tariff,
+                        subunit=r.subunit, value=r.value - base,
+                    )
+                )  # fmt: skip
+        # The old meter's readings after its removal stay stored (and unusable on it).
+        await session.flush()
+        await rebuild(session, [gap.id, weekly.id, new.id])
+        # A meter whose month summaries are missing: its register comes from the readings.
+        bare = await _meter(session, second, "hot_water", 1)
+        await session.execute(delete(ReadingMonth).where(ReadingMonth.meter_id == bare.id))
+
+
+async def _inputs(db: Database) -> list[tuple[bytes, bytes, bytes, bytes, int, int]]:
+    out = []
+    async with db.sessions() as session:
+        props = (await session.execute(select(Property).order_by(Property.id))).scalars().all()
+        for prop in props:
+            narrow, _ = await load_input(session, prop, PERIOD_FROM, PERIOD_TO)
+            wide, _ = await load_input(session, prop, PERIOD_FROM, PERIOD_TO, whole_window=True)
+            runs = [compute_run(inp, "R-1", NOW, "test") for inp in (narrow, wide)]
+            count = sum(len(i.readings) for p in narrow.meter_points for i in p.installations)
+            points = len(narrow.meter_points)
+            out.append(
+                (canonical_json(narrow), canonical_json(wide), *map(canonical_json, runs), count, points)
+            )
+    return out
+
+
+def test_the_readings_around_the_instants_are_the_whole_windows_cut(tmp_path: Path) -> None:
+    path = tmp_path / "central.sqlite"
+    asyncio.run(build_database(path, apartments=6, per_property=3, days_around=12, seed=5))
+
+    async def check() -> list[tuple[bytes, bytes, bytes, bytes, int, int]]:
+        db = await Database.open(f"sqlite+aiosqlite:///{path}", migrate=False)
+        try:
+            await _edge_cases(db)
+            return await _inputs(db)
+        finally:
+            await db.close()
+
+    results = asyncio.run(check())
+    assert len(results) == 2
+    for narrow, wide, run_narrow, run_wide, count, points in results:
+        assert narrow == wide
+        assert run_narrow == run_wide
+        assert b'"lines":[{' in run_narrow  # billed, not stopped empty
+        # A month of daily read-outs on every point comes down to a few readings per meter.
+        assert count < 12 * points
+    # The cases are in the inputs: the move, the replacement, the price change.
+    assert b"T-OLD" in results[0][0]
+    assert b"T-NEW" in results[0][0]
+    assert b"99000001" in results[1][0]
+    assert b'"unit_price":"66.00"' in results[0][0]
