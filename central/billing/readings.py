@@ -37,6 +37,7 @@ __all__ = [
     "interpolate",
     "move_reading",
     "nearest_instants",
+    "nearest_positions",
     "period_readings",
     "point_instants",
     "usable_instants",
@@ -409,29 +410,38 @@ def usable_instants(
     return sorted({u for t in times if (u := _utc(t)) >= lo and (hi is None or u <= hi)})
 
 
-def nearest_instants(
+def nearest_positions(
     usable: list[datetime], instants: Iterable[datetime], margin: timedelta | None = None
-) -> set[datetime] | None:
-    """Of the sorted ``usable`` instants, those alignment can look at for ``instants``: for each, a
-    reading taken right then and the two nearest instants on each side (interpolation takes the
-    nearest on each side; extrapolation, with one side only, the two nearest there).
+) -> set[int] | None:
+    """Positions in the sorted, distinct ``usable`` instants of those alignment can look at for
+    ``instants``: for each, a reading taken right then and the two nearest instants on each side
+    (interpolation takes the nearest on each side; extrapolation, with one side only, the two
+    nearest there).
 
     With ``margin``: None unless, for every instant, the two nearest on each side lie within
     ``margin`` of it. Then ``usable`` may be only the instants within ``margin`` of each instant
     (what a store fetched around them): nothing beyond it could be nearer, and any wider fetch
-    gives the same set."""
-    keep: set[datetime] = set()
+    gives the same instants."""
+    keep: set[int] = set()
     n = len(usable)
     for t in instants:
         i = bisect_left(usable, t)
         j = i + 1 if i < n and usable[i] == t else i
-        before, after = usable[max(0, i - 2) : i], usable[j : j + 2]
+        lo, hi = max(0, i - 2), min(n, j + 2)
         if margin is not None and (
-            len(before) < 2 or t - before[0] > margin or len(after) < 2 or after[-1] - t > margin
+            i - lo < 2 or t - usable[lo] > margin or hi - j < 2 or usable[hi - 1] - t > margin
         ):
             return None
-        keep.update(usable[max(0, i - 2) : j + 2])
+        keep.update(range(lo, hi))
     return keep
+
+
+def nearest_instants(
+    usable: list[datetime], instants: Iterable[datetime], margin: timedelta | None = None
+) -> set[datetime] | None:
+    """``nearest_positions`` as the instants themselves."""
+    keep = nearest_positions(usable, instants, margin)
+    return None if keep is None else {usable[k] for k in keep}
 
 
 def _kept(inst: MeterInstallation, instants: list[datetime]) -> set[datetime]:

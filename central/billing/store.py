@@ -37,7 +37,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, delete, func, insert, or_, select
+from sqlalchemy import Table, and_, bindparam, delete, func, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from central.checks import MAIN_REGISTER
@@ -69,6 +69,7 @@ from central.models import (
 from central.tenancies import occupancy
 
 from .documents import Comparison, Document, DocumentContext
+from .fastinit import builder
 from .model import (
     Apartment,
     Approval,
@@ -88,11 +89,12 @@ from .model import (
     PriceModel,
     PropertySettings,
     Reading,
+    ReadingSource,
     SupplierInvoice,
     VatRounding,
 )
 from .money import ZERO, Rounding
-from .readings import alignment_needs, nearest_instants, period_readings, usable_instants
+from .readings import alignment_needs, nearest_positions, period_readings
 from .runs import BillingRun, LineKind, RunStopped
 from .serial import canonical_json, from_jsonable
 
@@ -177,6 +179,64 @@ def _pick_register(registers: Iterable[str]) -> str:
     return min(registers, key=lambda reg: (len(reg), reg))
 
 
+# load_input's statements, built once (building them anew per property cost about as much as the
+# database's work for them); parameters bound per call.
+_Q_APARTMENTS = select(ApartmentRow).where(ApartmentRow.property_id == bindparam("prop"))
+_Q_TENANCIES = select(Tenancy).where(Tenancy.apartment_id.in_(bindparam("apartments", expanding=True)))
+# Columns, not entities: a property's few hundred meter rows come back as plain rows (no identity
+# map, and the meters' encrypted keys are not read at all).
+_Q_POINTS = select(MeterPointRow.id, MeterPointRow.medium, MeterPointRow.apartment_id).where(
+    MeterPointRow.property_id == bindparam("prop"),
+    MeterPointRow.medium.in_(bindparam("media", expanding=True)),
+)
+_Q_METERS = select(
+    Meter.id, Meter.serial, Meter.manufacturer, Meter.medium, Meter.meter_point_id, Meter.installed_at,
+    Meter.removed_at,
+).where(Meter.meter_point_id.in_(bindparam("points", expanding=True)))  # fmt: skip
+_Q_FAULTS = (
+    select(Fault.id, Fault.meter_id)
+    .where(
+        Fault.meter_id.in_(bindparam("meters", expanding=True)),
+        Fault.blocks_billing.is_(True),
+        Fault.state != "resolved",
+    )
+    .order_by(Fault.id)
+)
+_Q_PRICES = (
+    select(BillingPrice)
+    .where(BillingPrice.property_id == bindparam("prop"))
+    .order_by(BillingPrice.medium, BillingPrice.valid_from, BillingPrice.id)
+)
+_Q_INVOICES = (
+    select(BillingSupplierInvoice)
+    .where(
+        BillingSupplierInvoice.property_id == bindparam("prop"),
+        BillingSupplierInvoice.period_from < bindparam("hi"),
+        BillingSupplierInvoice.period_to > bindparam("lo"),
+    )
+    .order_by(BillingSupplierInvoice.id)
+)
+_Q_INVOICE_LINES = (
+    select(BillingSupplierInvoiceLine)
+    .where(BillingSupplierInvoiceLine.invoice_id.in_(bindparam("invoices", expanding=True)))
+    .order_by(BillingSupplierInvoiceLine.invoice_id, BillingSupplierInvoiceLine.position)
+)
+_Q_FIXED_COSTS = (
+    select(BillingFixedCost)
+    .where(BillingFixedCost.property_id == bindparam("prop"))
+    .order_by(BillingFixedCost.id)
+)
+_Q_MONTH_REGISTERS = (
+    select(ReadingMonth.meter_id, ReadingMonth.register, ReadingMonth.quantity, ReadingMonth.unit)
+    .distinct()
+    .where(
+        ReadingMonth.meter_id.in_(bindparam("meters", expanding=True)),
+        ReadingMonth.month >= bindparam("lo"),
+        ReadingMonth.month <= bindparam("hi"),
+    )
+)
+
+
 async def load_input(
     session: AsyncSession,
     prop: Property,
@@ -200,57 +260,25 @@ async def load_input(
     if not media_cfg:
         raise BillingSetupError([f"property {prop.key}: no medium has a price model"])
 
-    apt_rows = (
-        (await session.execute(select(ApartmentRow).where(ApartmentRow.property_id == prop.id)))
-        .scalars()
-        .all()
-    )
+    apt_rows = (await session.execute(_Q_APARTMENTS, {"prop": prop.id})).scalars().all()
     apartments = tuple(_apartment(a) for a in sorted(apt_rows, key=lambda a: a.object_number))
     apt_key = {a.id: a.object_number for a in apt_rows}
     tenancy_rows = (
-        (
-            await session.execute(
-                select(Tenancy).where(Tenancy.apartment_id.in_([a.id for a in apt_rows] or [-1]))
-            )
-        )
-        .scalars()
-        .all()
+        (await session.execute(_Q_TENANCIES, {"apartments": [a.id for a in apt_rows]})).scalars().all()
     )
     tenants = occupancy(apt_rows, tenancy_rows)
 
-    points = (
-        (
-            await session.execute(
-                select(MeterPointRow).where(
-                    MeterPointRow.property_id == prop.id, MeterPointRow.medium.in_(list(media_cfg))
-                )
-            )
-        )
-        .scalars()
-        .all()
-    )
-    point_ids = [p.id for p in points]
-    meters = (
-        (await session.execute(select(Meter).where(Meter.meter_point_id.in_(point_ids or [-1]))))
-        .scalars()
-        .all()
-    )
+    conn = await session.connection()
+    points = (await conn.execute(_Q_POINTS, {"prop": prop.id, "media": sorted(media_cfg)})).all()
+    meters = (await conn.execute(_Q_METERS, {"points": [p.id for p in points]})).all()
     registers = await _billing_registers(session, meters, period_from, period_to)
     faults: dict[int, list[str]] = defaultdict(list)
     if meters:
-        for fid, meter_id in await session.execute(
-            select(Fault.id, Fault.meter_id)
-            .where(
-                Fault.meter_id.in_([m.id for m in meters]),
-                Fault.blocks_billing.is_(True),
-                Fault.state != "resolved",
-            )
-            .order_by(Fault.id)
-        ):
+        for fid, meter_id in await conn.execute(_Q_FAULTS, {"meters": [m.id for m in meters]}):
             if meter_id is not None:
                 faults[meter_id].append(f"F{fid}")
 
-    by_point: dict[int, list[Meter]] = defaultdict(list)
+    by_point: dict[int, list[Any]] = defaultdict(list)
     for m in meters:
         if m.meter_point_id is not None:
             by_point[m.meter_point_id].append(m)
@@ -285,17 +313,7 @@ async def load_input(
             )
         )
 
-    price_rows = (
-        (
-            await session.execute(
-                select(BillingPrice)
-                .where(BillingPrice.property_id == prop.id)
-                .order_by(BillingPrice.medium, BillingPrice.valid_from, BillingPrice.id)
-            )
-        )
-        .scalars()
-        .all()
-    )
+    price_rows = (await session.execute(_Q_PRICES, {"prop": prop.id})).scalars().all()
     prices: dict[str, list[PriceEntry]] = defaultdict(list)
     for pr in price_rows:
         prices[pr.medium].append(
@@ -316,28 +334,14 @@ async def load_input(
         raise BillingSetupError(problems)
 
     inv_rows = (
-        (
-            await session.execute(
-                select(BillingSupplierInvoice)
-                .where(
-                    BillingSupplierInvoice.property_id == prop.id,
-                    BillingSupplierInvoice.period_from < period_to,
-                    BillingSupplierInvoice.period_to > period_from,
-                )
-                .order_by(BillingSupplierInvoice.id)
-            )
-        )
+        (await session.execute(_Q_INVOICES, {"prop": prop.id, "lo": period_from, "hi": period_to}))
         .scalars()
         .all()
     )
     inv_lines: dict[int, list[BillingSupplierInvoiceLine]] = defaultdict(list)
     if inv_rows:
         for line in (
-            await session.execute(
-                select(BillingSupplierInvoiceLine)
-                .where(BillingSupplierInvoiceLine.invoice_id.in_([i.id for i in inv_rows]))
-                .order_by(BillingSupplierInvoiceLine.invoice_id, BillingSupplierInvoiceLine.position)
-            )
+            await session.execute(_Q_INVOICE_LINES, {"invoices": [i.id for i in inv_rows]})
         ).scalars():
             inv_lines[line.invoice_id].append(line)
     invoices = tuple(
@@ -354,17 +358,7 @@ async def load_input(
         )
         for i in inv_rows
     )
-    cost_rows = (
-        (
-            await session.execute(
-                select(BillingFixedCost)
-                .where(BillingFixedCost.property_id == prop.id)
-                .order_by(BillingFixedCost.id)
-            )
-        )
-        .scalars()
-        .all()
-    )
+    cost_rows = (await session.execute(_Q_FIXED_COSTS, {"prop": prop.id})).scalars().all()
     fixed_costs = tuple(
         FixedCost(
             f"C{c.id}", c.name, c.amount_per_month, FixedKey(c.key), c.taxable, c.valid_from, c.valid_to
@@ -394,10 +388,22 @@ async def load_input(
 # the whole READING_WINDOW. Daily read-outs: two or three readings a side.
 FETCH_MARGIN = timedelta(days=2)
 _TIME_ORDER = (ReadingRow.meter_id, ReadingRow.read_at, ReadingRow.id)
+# Built once: a property's run executes it a few times per range, and building the expression
+# anew cost about as much as the database's own work for it.
+_READINGS_IN_RANGE = (
+    select(ReadingRow.meter_id, ReadingRow.id, ReadingRow.read_at, ReadingRow.value, ReadingRow.raw_frame_id)
+    .where(
+        ReadingRow.meter_id.in_(bindparam("meters", expanding=True)),
+        ReadingRow.register == bindparam("register"),
+        ReadingRow.read_at >= bindparam("lo"),
+        ReadingRow.read_at <= bindparam("hi"),
+    )
+    .order_by(*_TIME_ORDER)
+)
 
 
 async def _billing_registers(
-    session: AsyncSession, meters: Iterable[Meter], period_from: date, period_to: date
+    session: AsyncSession, meters: Iterable[Any], period_from: date, period_to: date
 ) -> dict[int, str]:
     """Meter row id -> its billing register: of the medium's candidates (``MAIN_REGISTER``) with
     readings in the UTC months that ``READING_WINDOW`` around the period touches, the shortest
@@ -414,13 +420,7 @@ async def _billing_registers(
     conn = await session.connection()
     found: dict[int, set[str]] = defaultdict(set)
     for meter_id, register, quantity, unit in await conn.execute(
-        select(ReadingMonth.meter_id, ReadingMonth.register, ReadingMonth.quantity, ReadingMonth.unit)
-        .distinct()
-        .where(
-            ReadingMonth.meter_id.in_(ids),
-            ReadingMonth.month >= f"{lo:%Y-%m}",
-            ReadingMonth.month <= f"{hi:%Y-%m}",
-        )
+        _Q_MONTH_REGISTERS, {"meters": ids, "lo": f"{lo:%Y-%m}", "hi": f"{hi:%Y-%m}"}
     ):
         if wanted.get(meter_id) == (quantity, unit):
             found[meter_id].add(register)
@@ -475,20 +475,7 @@ async def _fetch(
         for name, meter_ids in sorted(by_name.items()):
             # (meter_id, register, read_at) is the unique index: one range scan per meter.
             rows = await conn.execute(
-                select(
-                    ReadingRow.meter_id,
-                    ReadingRow.id,
-                    ReadingRow.read_at,
-                    ReadingRow.value,
-                    ReadingRow.raw_frame_id,
-                )
-                .where(
-                    ReadingRow.meter_id.in_(meter_ids),
-                    ReadingRow.register == name,
-                    ReadingRow.read_at >= lo,
-                    ReadingRow.read_at <= hi,
-                )
-                .order_by(*_TIME_ORDER)
+                _READINGS_IN_RANGE, {"meters": meter_ids, "register": name, "lo": lo, "hi": hi}
             )
             for meter_id, rid, read_at, value, frame in rows:
                 out[meter_id].append((rid, read_at, value, frame))
@@ -498,14 +485,18 @@ async def _fetch(
 _Row = tuple[int, datetime, Decimal, int | None]  # (id, read_at in UTC, value, raw frame id)
 
 
+_new_reading = builder(Reading)
+_REMOTE = ReadingSource.REMOTE
+
+
 def _reading(row: _Row, shift: int) -> Reading:
+    """``Reading(str(id), read_at, value shifted, raw_frame_id=...)`` without ``__init__``: the
+    database's instants are aware UTC already, the one thing ``__post_init__`` checks."""
     rid, read_at, value, frame = row
-    return Reading(
-        str(rid),
-        read_at,
-        value.scaleb(shift) if shift else value,
-        raw_frame_id=None if frame is None else str(frame),
-    )
+    return _new_reading(
+        str(rid), read_at, value.scaleb(shift) if shift else value, _REMOTE, None, None,
+        None if frame is None else str(frame),
+    )  # fmt: skip
 
 
 def _cut(
@@ -516,15 +507,26 @@ def _cut(
     margin: timedelta | None,
 ) -> list[_Row] | None:
     """``period_readings``' cut of one meter's rows (move days whole, the nearest instants around
-    every instant); None when ``margin`` is given and the rows do not hold the neighbours within it."""
-    keep = nearest_instants(
-        usable_instants((r[1] for r in rows), inst.installed_at, inst.removed_at), instants, margin
-    )
+    every instant); None when ``margin`` is given and the rows do not hold the neighbours within it.
+
+    The rows are one register's in (read_at, id) order from disjoint sorted ranges, and the register
+    is unique per instant (``uq_reading_meter_register_read_at``): their instants are already the
+    sorted, distinct list ``usable_instants`` would make of them."""
+    lo = inst.installed_at
+    hi = inst.removed_at
+    at = [r[1] for r in rows]
+    if at and at[0] >= lo and (hi is None or at[-1] <= hi):
+        # Every row inside the installation (the usual case): positions are row indexes.
+        keep = nearest_positions(at, instants, margin)
+    else:
+        inside = [k for k, t in enumerate(at) if t >= lo and (hi is None or t <= hi)]
+        found = nearest_positions([at[k] for k in inside], instants, margin)
+        keep = None if found is None else {inside[k] for k in found}
     if keep is None:
         return None
     if not days:
-        return [r for r in rows if r[1] in keep]
-    return [r for r in rows if r[1] in keep or any(lo <= r[1] < hi for lo, hi in days)]
+        return [rows[k] for k in sorted(keep)]
+    return [r for k, r in enumerate(rows) if k in keep or any(a <= r[1] < b for a, b in days)]
 
 
 async def _with_readings(
