@@ -122,6 +122,7 @@ def build_building(
     radio_stick: str = "radio0",
     neighbours: int = 0,
     radio_interval_s: float | None = None,
+    taken: set[int] | None = None,
 ) -> SimBuilding:
     """A deterministic property with ``apartments`` apartments over ``buildings`` buildings.
 
@@ -132,6 +133,10 @@ def build_building(
     ``radio`` (a stick type, ``"imst"`` or ``"amber"``) makes the water meters radio meters heard
     by the stick ``radio_stick`` (``link="wmbus"`` in the export, with their AES keys), and adds
     ``neighbours`` radio meters of the house next door that the stick hears but that are not ours.
+
+    ``taken``: identification numbers already used elsewhere (a fleet's other properties), to be
+    avoided and added to: a meter's number and manufacturer are unique in the world, and central
+    keeps one meter row per pair.
     """
     if apartments < 1 or buildings < 1:
         raise ValueError("need at least one apartment and one building")
@@ -152,7 +157,7 @@ def build_building(
         for b in range(buildings)
     ]
     faults = FaultBook()
-    used: set[int] = set()
+    used: set[int] = set() if taken is None else taken
     sim_apartments: list[SimApartment] = []
     site_meters: list[SiteMeter] = []
     meters: list[Meter] = []

@@ -34,6 +34,10 @@ class Fleet:
 
     def __init__(self, seed: int = 1, properties: int = 10, apartments: int = 12) -> None:
         self.seed = seed
+        # One set of identification numbers for the whole fleet: drawn per property, 40,000 random
+        # 8-digit numbers collide (26 pairs in a 200-property fleet), and central then keeps the
+        # later property's meter, leaving the earlier one's point without a meter.
+        taken: set[int] = set()
         self.properties = [
             FleetProperty(
                 collector=f"fleet{seed}-{p:04d}",
@@ -41,6 +45,7 @@ class Fleet:
                     seed=int(climate.mix(seed, 500, p) % 1_000_000_000),
                     apartments=apartments,
                     property_id=f"FLEET{seed}-{p:04d}",
+                    taken=taken,
                 ),
             )
             for p in range(properties)

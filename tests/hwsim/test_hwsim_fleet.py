@@ -70,3 +70,22 @@ def test_publish_reaches_the_broker(mqtt_url):
     batches = [parse_frame_batch(p) for p in received]
     assert {b.collector for b in batches} == {"fleet2-0000", "fleet2-0001"}
     assert sum(len(b.frames) for b in batches) == result.frames == 2 * 2 * 6
+
+
+
+def test_identification_numbers_are_unique_across_the_fleet() -> None:
+    """Drawn per property, 40,000 random 8-digit numbers collide (26 pairs in 200 x 50 apartments);
+    a property drawn with the numbers already taken avoids them - even one with the same seed,
+    whose every first draw collides."""
+    from hwsim.building import build_building
+
+    taken: set[int] = set()
+    first = build_building(seed=9, apartments=20, taken=taken)
+    again = build_building(seed=9, apartments=20, taken=taken)
+    ours = {m.ident for m in first.meters}
+    assert len(ours) == len(first.meters) == len(again.meters)
+    assert ours.isdisjoint(m.ident for m in again.meters)
+    assert taken == ours | {m.ident for m in again.meters}
+    fleet = Fleet(seed=2024, properties=3, apartments=4)
+    idents = [m.ident for p in fleet.properties for m in p.sim.meters]
+    assert len(set(idents)) == len(idents)
