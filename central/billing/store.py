@@ -38,7 +38,7 @@ from decimal import Decimal
 from typing import Any, cast
 
 from sqlalchemy import Table, and_, bindparam, delete, func, insert, or_, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from central.checks import MAIN_REGISTER
 from central.models import (
@@ -463,22 +463,66 @@ async def _fetch(
 ) -> dict[int, list[tuple[int, datetime, Decimal, int | None]]]:
     """Meter row id -> (id, read_at, value, raw frame id) of its billing register in ``ranges``
     (disjoint, sorted), in (read_at, id) order."""
-    out: dict[int, list[tuple[int, datetime, Decimal, int | None]]] = defaultdict(list)
     if not registers:
-        return out
-    # Executed on the connection (Core): the ORM session wraps every row in its own loading step.
+        return defaultdict(list)
     conn = await session.connection()
+    if conn.dialect.name == "sqlite":
+        return await _fetch_sqlite(conn, registers, ranges)
+    return await _fetch_core(conn, registers, ranges)
+
+
+def _by_register(registers: Mapping[int, str]) -> list[tuple[str, list[int]]]:
     by_name: dict[str, list[int]] = defaultdict(list)
     for meter_id, name in sorted(registers.items()):
         by_name[name].append(meter_id)
+    return sorted(by_name.items())
+
+
+async def _fetch_core(
+    conn: AsyncConnection, registers: Mapping[int, str], ranges: list[tuple[datetime, datetime]]
+) -> dict[int, list[tuple[int, datetime, Decimal, int | None]]]:
+    out: dict[int, list[tuple[int, datetime, Decimal, int | None]]] = defaultdict(list)
     for lo, hi in ranges:
-        for name, meter_ids in sorted(by_name.items()):
+        for name, meter_ids in _by_register(registers):
             # (meter_id, register, read_at) is the unique index: one range scan per meter.
             rows = await conn.execute(
                 _READINGS_IN_RANGE, {"meters": meter_ids, "register": name, "lo": lo, "hi": hi}
             )
             for meter_id, rid, read_at, value, frame in rows:
                 out[meter_id].append((rid, read_at, value, frame))
+    return out
+
+
+_SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy's SQLite DATETIME stores UTCDateTime's naive UTC
+_SQLITE_CHUNK = 500  # meters per IN list, far below SQLite's bound-parameter limit
+
+
+async def _fetch_sqlite(
+    conn: AsyncConnection, registers: Mapping[int, str], ranges: list[tuple[datetime, datetime]]
+) -> dict[int, list[tuple[int, datetime, Decimal, int | None]]]:
+    """``_fetch_core`` in one statement through the driver (aiosqlite's ``execute_fetchall``): the
+    Core path takes four thread hand-offs per statement and a result processor per value, and on a
+    fleet run the fetches were over a third of ``load_input``. The same rows (a test compares the
+    two), read_at and value converted as ``UTCDateTime`` and ``ExactDecimal`` convert them."""
+    parts: list[str] = []
+    params: list[Any] = []
+    for lo, hi in ranges:
+        bounds = [lo.astimezone(UTC).strftime(_SQLITE_TIME), hi.astimezone(UTC).strftime(_SQLITE_TIME)]
+        for name, meter_ids in _by_register(registers):
+            for i in range(0, len(meter_ids), _SQLITE_CHUNK):
+                chunk = meter_ids[i : i + _SQLITE_CHUNK]
+                parts.append(
+                    "SELECT meter_id, id, read_at, value, raw_frame_id FROM reading WHERE meter_id IN "
+                    f"({','.join('?' * len(chunk))}) AND register = ? AND read_at >= ? AND read_at <= ?"
+                )
+                params += [*chunk, name, *bounds]
+    sql = " UNION ALL ".join(parts) + " ORDER BY meter_id, read_at, id"
+    driver = (await conn.get_raw_connection()).driver_connection
+    assert driver is not None
+    out: dict[int, list[tuple[int, datetime, Decimal, int | None]]] = defaultdict(list)
+    parse, dec = datetime.fromisoformat, Decimal
+    for meter_id, rid, read_at, value, frame in await driver.execute_fetchall(sql, params):
+        out[meter_id].append((rid, parse(read_at).replace(tzinfo=UTC), dec(value), frame))
     return out
 
 
