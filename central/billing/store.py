@@ -38,6 +38,7 @@ from decimal import Decimal
 from typing import Any, cast
 
 from sqlalchemy import Table, and_, bindparam, delete, func, insert, or_, select
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from central.checks import MAIN_REGISTER
@@ -776,7 +777,7 @@ async def _write_lines(
     # fleet run's save (1.0 ms per apartment).
     conn = await session.connection()
     if rows:
-        await conn.execute(insert(cast(Table, BillingLineRecord.__table__)), rows)
+        await insert_many(conn, cast(Table, BillingLineRecord.__table__), rows)
     links: list[dict[str, Any]] = []
     for ln in run.lines:
         if ln.kind is LineKind.CREDIT:
@@ -797,7 +798,40 @@ async def _write_lines(
                 }
             )
     if links:
-        await conn.execute(insert(cast(Table, BillingLineReading.__table__)), links)
+        await insert_many(conn, cast(Table, BillingLineReading.__table__), links)
+
+
+async def insert_many(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """``conn.execute(insert(table), rows)``; on SQLite one ``executemany`` through the driver, the
+    values converted by the columns' own bind processors (what the Core insert applies), in one
+    thread hand-off instead of four and without a compiled parameter set per row: a fleet run
+    writes ~6 lines and ~16 reading links per apartment. A test compares what both store."""
+    if conn.dialect.name != "sqlite":
+        await conn.execute(insert(table), rows)
+        return
+    names = list(rows[0])
+    procs = _bind_processors(table, names, conn.dialect)
+    sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+    params = [
+        tuple(v if (p := procs[i]) is None or v is None else p(v) for i, v in enumerate(row.values()))
+        for row in rows
+    ]
+    driver = (await conn.get_raw_connection()).driver_connection
+    assert driver is not None
+    await driver.executemany(sql, params)
+
+
+_PROCESSORS: dict[tuple[str, tuple[str, ...], str], list[Any]] = {}
+
+
+def _bind_processors(table: Table, names: list[str], dialect: Dialect) -> list[Any]:
+    key = (table.name, tuple(names), dialect.name)
+    procs = _PROCESSORS.get(key)
+    if procs is None:
+        procs = _PROCESSORS[key] = [
+            table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names
+        ]
+    return procs
 
 
 def raw_frames_of(inp: BillingInput) -> dict[str, str | None]:

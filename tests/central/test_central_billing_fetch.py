@@ -11,6 +11,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
 from sqlalchemy import delete, select
 
 from benchmarks.billing_fleet import PERIOD_FROM, PERIOD_TO, build_database
@@ -202,3 +203,65 @@ def test_the_readings_around_the_instants_are_the_whole_windows_cut(tmp_path: Pa
     assert b"T-NEW" in results[0][0]
     assert b"99000001" in results[1][0]
     assert b'"unit_price":"66.00"' in results[0][0]
+
+
+def test_line_rows_written_through_the_driver_are_the_core_inserts_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    """``save_run`` on SQLite writes line and link rows through the driver; the stored values and
+    their SQLite types are those the Core insert stores."""
+    import sqlite3
+
+    from sqlalchemy import insert
+
+    from central.billing import store
+
+    path = tmp_path / "central.sqlite"
+    asyncio.run(build_database(path, apartments=4, per_property=4, days_around=2, seed=7))
+
+    async def core_insert(conn: object, table: object, rows: list[dict[str, object]]) -> None:
+        await conn.execute(insert(table), rows)  # type: ignore[attr-defined, arg-type]
+
+    async def save(run_id: str) -> None:
+        db = await Database.open(f"sqlite+aiosqlite:///{path}", migrate=False)
+        try:
+            async with db.sessions() as session:
+                prop = (await session.execute(select(Property))).scalar_one()
+                inp, ids = await load_input(session, prop, PERIOD_FROM, PERIOD_TO)
+                run = compute_run(inp, run_id, NOW, "test")
+                await store.save_run(
+                    session, prop, run, ids, created_by="test", raw_frames=store.raw_frames_of(inp)
+                )
+                await session.commit()
+        finally:
+            await db.close()
+
+    asyncio.run(save("R-DRIVER"))
+    monkeypatch.setattr(store, "insert_many", core_insert)
+    asyncio.run(save("R-CORE"))
+    con = sqlite3.connect(path)
+    request.addfinalizer(con.close)
+    columns = [
+        r[1]
+        for r in con.execute("PRAGMA table_info(billing_line)")
+        if r[1] not in ("id", "run_id", "line_id")
+    ]
+    typed = ", ".join(f"{c}, typeof({c})" for c in columns)
+
+    def lines(run_id: str) -> list[tuple[object, ...]]:
+        return con.execute(
+            f"SELECT {typed} FROM billing_line WHERE run_id = ? ORDER BY object_number, charge, period_from",
+            (run_id,),
+        ).fetchall()
+
+    def links(run_id: str) -> list[tuple[object, ...]]:
+        return con.execute(
+            "SELECT reading_id, typeof(reading_id), raw_frame_id, typeof(raw_frame_id) "
+            "FROM billing_line_reading WHERE run_id = ? ORDER BY reading_id",
+            (run_id,),
+        ).fetchall()
+
+    assert len(lines("R-DRIVER")) > 4
+    assert lines("R-DRIVER") == lines("R-CORE")
+    assert len(links("R-DRIVER")) > 4
+    assert links("R-DRIVER") == links("R-CORE")
