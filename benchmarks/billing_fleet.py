@@ -31,13 +31,15 @@ linear extrapolation of it, stated as such (``make bench`` runs a small N; the s
 ``--documents K``: afterwards K properties' debiteringsunderlag + summary PDFs rendered in the
 workers from the stored context (``document_context`` + ``comparisons_for``), as the export does.
 
-Measured (2 cores, load 1.5; ``--apartments 2000 --workers 2 --documents 4``): 40 properties, 3.77 M
-readings from 391,560 frames (setup 125 s wall); the run 5.07 s wall, 8.92 CPU-s: per apartment
-load_input 3.25 ms CPU, compute_run 0.37, save_run + commit 0.85; linear extrapolation to 100,000
-apartments (not measured) 254 s wall on 2 workers, 446 CPU-s. The engine is a tenth of it; the rows
-are. With the window ``load_input`` really reads in production (daily read-outs 45 days either side,
-``--days-around 45``, 400 apartments) load_input is 8.75 ms CPU per apartment: it converts every
-reading of the 121 days and ``period_readings`` then keeps the period and two either side.
+Measured (2 cores, idle; ``--apartments 10000 --workers 2 --documents 2``): 200 properties, 40,200
+meters, 18.8 M readings from 1.96 M frames (setup 14 min); the run 5.62-5.77 s wall, 9.8-9.9 CPU-s:
+per apartment load_input 0.47-0.48 ms CPU, compute_run 0.19, save_run + commit 0.33; linear
+extrapolation to 100,000 apartments (not measured) 56-58 s wall on 2 workers, 98-99 CPU-s (a third
+worker does not help: the two cores are 86-87 % busy already). With daily read-outs 45 days either
+side (``--days-around 45``, 1,000 apartments, 5.84 M readings) the same CPU per apartment:
+load_input reads only the readings within 2 days of the instants the run aligns to, about ten per
+meter, whatever the window. Where the CPU goes and why 30 s is out of reach on two cores: README,
+"The billing run against 30 s".
 """
 
 from __future__ import annotations

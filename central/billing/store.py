@@ -9,12 +9,12 @@ their raw frames: ``billing_line_reading``).
 
 Readings: the medium's billing register (``central.checks.MAIN_REGISTER``: energy in Wh, volume in
 m³; storage 0, tariff 0, no subunit, instantaneous) of every meter on the property's meter points,
-from ``READING_WINDOW`` before the period to as long after it, so the engine can align (interpolate,
-flagged) the boundaries itself; the input keeps of them those inside the period and the two nearest
-on each side (``readings.period_readings``: the same run from far fewer readings to hash). Energy is
-converted to kWh exactly (a decimal shift). When a meter
-carries the quantity on several registers (a pulse input beside the main register), the shortest
-DIF/VIF wins, as in ``central.consumption``.
+as ``readings.period_readings`` cuts them from ``READING_WINDOW`` before the period to as long after
+it (a gap in the read-outs can be bridged): per meter the readings of the two nearest instants on
+each side of every instant the run aligns to, and whole move days. They are read from around those
+instants, not the whole window (``_with_readings``). Energy is converted to kWh exactly (a decimal
+shift). When a meter carries the quantity on several registers (a pulse input beside the main
+register), the shortest DIF/VIF wins, as in ``central.consumption``.
 
 Tenants: the stored tenancies (``central.tenancies``) say who lived in an apartment when; the engine
 cuts the period at their move dates, so each tenant gets their own lines. An apartment without
