@@ -496,6 +496,7 @@ async def _fetch_core(
 
 _SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy's SQLite DATETIME stores UTCDateTime's naive UTC
 _SQLITE_CHUNK = 500  # meters per IN list, far below SQLite's bound-parameter limit
+_SQLITE_PARTS = 200  # SELECTs per UNION ALL statement (SQLite's limit: 500)
 
 
 async def _fetch_sqlite(
@@ -517,13 +518,22 @@ async def _fetch_sqlite(
                     f"({','.join('?' * len(chunk))}) AND register = ? AND read_at >= ? AND read_at <= ?"
                 )
                 params += [*chunk, name, *bounds]
-    sql = " UNION ALL ".join(parts) + " ORDER BY meter_id, read_at, id"
     driver = (await conn.get_raw_connection()).driver_connection
     assert driver is not None
     out: dict[int, list[tuple[int, datetime, Decimal, int | None]]] = defaultdict(list)
     parse, dec = datetime.fromisoformat, Decimal
-    for meter_id, rid, read_at, value, frame in await driver.execute_fetchall(sql, params):
-        out[meter_id].append((rid, parse(read_at).replace(tzinfo=UTC), dec(value), frame))
+    # SQLite takes at most 500 parts in a compound SELECT. A meter's parts come in the order of its
+    # ranges, so statement by statement its rows stay in time order.
+    at = 0
+    for i in range(0, len(parts), _SQLITE_PARTS):
+        batch = parts[i : i + _SQLITE_PARTS]
+        count = sum(part.count("?") for part in batch)
+        sql = " UNION ALL ".join(batch) + " ORDER BY meter_id, read_at, id"
+        for meter_id, rid, read_at, value, frame in await driver.execute_fetchall(
+            sql, params[at : at + count]
+        ):
+            out[meter_id].append((rid, parse(read_at).replace(tzinfo=UTC), dec(value), frame))
+        at += count
     return out
 
 

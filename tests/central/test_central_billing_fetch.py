@@ -159,7 +159,10 @@ async def _inputs(db: Database) -> list[tuple[bytes, bytes, bytes, bytes, int, i
 
 
 async def _both_fetches(db: Database) -> tuple[dict[int, list[object]], dict[int, list[object]]]:
+    from central.billing import store
     from central.billing.store import _billing_registers, _fetch_core, _fetch_sqlite
+
+    chunk, parts = store._SQLITE_CHUNK, store._SQLITE_PARTS
 
     async with db.sessions() as session:
         meters = (await session.execute(select(Meter))).scalars().all()
@@ -171,6 +174,12 @@ async def _both_fetches(db: Database) -> tuple[dict[int, list[object]], dict[int
         ]
         core = await _fetch_core(conn, registers, ranges)
         sqlite = await _fetch_sqlite(conn, registers, ranges)
+        # Small IN lists and one SELECT per statement: the rows still come in time order per meter.
+        store._SQLITE_CHUNK, store._SQLITE_PARTS = 3, 1
+        try:
+            assert dict(await _fetch_sqlite(conn, registers, ranges)) == dict(sqlite)
+        finally:
+            store._SQLITE_CHUNK, store._SQLITE_PARTS = chunk, parts
         return dict(core), dict(sqlite)
 
 
