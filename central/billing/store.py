@@ -95,6 +95,7 @@ from .model import (
     VatRounding,
 )
 from .money import ZERO, Rounding
+from .prepared import Prepared
 from .readings import alignment_needs, nearest_positions, period_readings
 from .runs import BillingRun, LineKind, RunStopped
 from .serial import canonical_json, from_jsonable
@@ -180,58 +181,84 @@ def _pick_register(registers: Iterable[str]) -> str:
     return min(registers, key=lambda reg: (len(reg), reg))
 
 
-# load_input's statements, built once (building them anew per property cost about as much as the
-# database's work for them); parameters bound per call.
-_Q_APARTMENTS = select(ApartmentRow).where(ApartmentRow.property_id == bindparam("prop"))
-_Q_TENANCIES = select(Tenancy).where(Tenancy.apartment_id.in_(bindparam("apartments", expanding=True)))
-# Columns, not entities: a property's few hundred meter rows come back as plain rows (no identity
-# map, and the meters' encrypted keys are not read at all).
-_Q_POINTS = select(MeterPointRow.id, MeterPointRow.medium, MeterPointRow.apartment_id).where(
-    MeterPointRow.property_id == bindparam("prop"),
-    MeterPointRow.medium.in_(bindparam("media", expanding=True)),
+# load_input's reads, prepared once (``prepared``: one driver call each on SQLite), all selecting by
+# property: columns, not entities (no identity map; the meters' encrypted keys are not read at all).
+_APARTMENT = ApartmentRow.__table__.c
+_Q_APARTMENTS = Prepared(
+    select(
+        _APARTMENT.id, _APARTMENT.object_number, _APARTMENT.number, _APARTMENT.area_m2, _APARTMENT.share,
+        _APARTMENT.address, _APARTMENT.tenant_ref,
+    ).where(_APARTMENT.property_id == bindparam("prop"))
+)  # fmt: skip
+_Q_TENANCIES = Prepared(
+    select(Tenancy.apartment_id, Tenancy.tenant_ref, Tenancy.move_in, Tenancy.move_out)
+    .join(ApartmentRow, ApartmentRow.id == Tenancy.apartment_id)
+    .where(ApartmentRow.property_id == bindparam("prop"))
 )
-_Q_METERS = select(
-    Meter.id, Meter.serial, Meter.manufacturer, Meter.medium, Meter.meter_point_id, Meter.installed_at,
-    Meter.removed_at,
-).where(Meter.meter_point_id.in_(bindparam("points", expanding=True)))  # fmt: skip
-_Q_FAULTS = (
+_Q_POINTS = Prepared(
+    select(MeterPointRow.id, MeterPointRow.medium, MeterPointRow.apartment_id).where(
+        MeterPointRow.property_id == bindparam("prop")
+    )
+)
+_Q_METERS = Prepared(
+    select(
+        Meter.id, Meter.serial, Meter.manufacturer, Meter.medium, Meter.meter_point_id, Meter.installed_at,
+        Meter.removed_at,
+    )
+    .join(MeterPointRow, MeterPointRow.id == Meter.meter_point_id)
+    .where(MeterPointRow.property_id == bindparam("prop"))
+)  # fmt: skip
+_Q_FAULTS = Prepared(
     select(Fault.id, Fault.meter_id)
+    .join(Meter, Meter.id == Fault.meter_id)
+    .join(MeterPointRow, MeterPointRow.id == Meter.meter_point_id)
     .where(
-        Fault.meter_id.in_(bindparam("meters", expanding=True)),
+        MeterPointRow.property_id == bindparam("prop"),
         Fault.blocks_billing.is_(True),
         Fault.state != "resolved",
     )
     .order_by(Fault.id)
 )
-_Q_PRICES = (
-    select(BillingPrice)
-    .where(BillingPrice.property_id == bindparam("prop"))
-    .order_by(BillingPrice.medium, BillingPrice.valid_from, BillingPrice.id)
+_PRICE = BillingPrice.__table__.c
+_Q_PRICES = Prepared(
+    select(_PRICE.medium, _PRICE.valid_from, _PRICE.valid_to, _PRICE.unit_price, _PRICE.fixed_fee_per_month)
+    .where(_PRICE.property_id == bindparam("prop"))
+    .order_by(_PRICE.medium, _PRICE.valid_from, _PRICE.id)
 )
-_Q_INVOICES = (
-    select(BillingSupplierInvoice)
-    .where(
-        BillingSupplierInvoice.property_id == bindparam("prop"),
-        BillingSupplierInvoice.period_from < bindparam("hi"),
-        BillingSupplierInvoice.period_to > bindparam("lo"),
+_INVOICE = BillingSupplierInvoice.__table__.c
+_OVERLAPS = (
+    _INVOICE.property_id == bindparam("prop"),
+    _INVOICE.period_from < bindparam("hi"),
+    _INVOICE.period_to > bindparam("lo"),
+)
+_Q_INVOICES = Prepared(
+    select(_INVOICE.id, _INVOICE.supplier, _INVOICE.medium, _INVOICE.period_from, _INVOICE.period_to)
+    .where(*_OVERLAPS)
+    .order_by(_INVOICE.id)
+)
+_LINE = BillingSupplierInvoiceLine.__table__.c
+_Q_INVOICE_LINES = Prepared(
+    select(_LINE.invoice_id, _LINE.kind, _LINE.amount, _LINE.quantity, _LINE.unit, _LINE.text)
+    .join(BillingSupplierInvoice, _INVOICE.id == _LINE.invoice_id)
+    .where(*_OVERLAPS)
+    .order_by(_LINE.invoice_id, _LINE.position)
+)
+_COST = BillingFixedCost.__table__.c
+_Q_FIXED_COSTS = Prepared(
+    select(
+        _COST.id, _COST.name, _COST.amount_per_month, _COST.key, _COST.taxable, _COST.valid_from,
+        _COST.valid_to,
     )
-    .order_by(BillingSupplierInvoice.id)
-)
-_Q_INVOICE_LINES = (
-    select(BillingSupplierInvoiceLine)
-    .where(BillingSupplierInvoiceLine.invoice_id.in_(bindparam("invoices", expanding=True)))
-    .order_by(BillingSupplierInvoiceLine.invoice_id, BillingSupplierInvoiceLine.position)
-)
-_Q_FIXED_COSTS = (
-    select(BillingFixedCost)
-    .where(BillingFixedCost.property_id == bindparam("prop"))
-    .order_by(BillingFixedCost.id)
-)
-_Q_MONTH_REGISTERS = (
+    .where(_COST.property_id == bindparam("prop"))
+    .order_by(_COST.id)
+)  # fmt: skip
+_Q_MONTH_REGISTERS = Prepared(
     select(ReadingMonth.meter_id, ReadingMonth.register, ReadingMonth.quantity, ReadingMonth.unit)
     .distinct()
+    .join(Meter, Meter.id == ReadingMonth.meter_id)
+    .join(MeterPointRow, MeterPointRow.id == Meter.meter_point_id)
     .where(
-        ReadingMonth.meter_id.in_(bindparam("meters", expanding=True)),
+        MeterPointRow.property_id == bindparam("prop"),
         ReadingMonth.month >= bindparam("lo"),
         ReadingMonth.month <= bindparam("hi"),
     )
@@ -261,22 +288,22 @@ async def load_input(
     if not media_cfg:
         raise BillingSetupError([f"property {prop.key}: no medium has a price model"])
 
-    apt_rows = (await session.execute(_Q_APARTMENTS, {"prop": prop.id})).scalars().all()
+    conn = await session.connection()
+    by_prop = {"prop": prop.id}
+    apt_rows = await _Q_APARTMENTS.rows(conn, by_prop)
     apartments = tuple(_apartment(a) for a in sorted(apt_rows, key=lambda a: a.object_number))
     apt_key = {a.id: a.object_number for a in apt_rows}
-    tenancy_rows = (
-        (await session.execute(_Q_TENANCIES, {"apartments": [a.id for a in apt_rows]})).scalars().all()
-    )
-    tenants = occupancy(apt_rows, tenancy_rows)
+    tenants = occupancy(apt_rows, await _Q_TENANCIES.rows(conn, by_prop))
 
-    conn = await session.connection()
-    points = (await conn.execute(_Q_POINTS, {"prop": prop.id, "media": sorted(media_cfg)})).all()
-    meters = (await conn.execute(_Q_METERS, {"points": [p.id for p in points]})).all()
-    registers = await _billing_registers(session, meters, period_from, period_to)
+    points = [p for p in await _Q_POINTS.rows(conn, by_prop) if p.medium in media_cfg]
+    point_ids = {p.id for p in points}
+    meters = [m for m in await _Q_METERS.rows(conn, by_prop) if m.meter_point_id in point_ids]
+    registers = await _billing_registers(session, prop.id, meters, period_from, period_to)
     faults: dict[int, list[str]] = defaultdict(list)
     if meters:
-        for fid, meter_id in await conn.execute(_Q_FAULTS, {"meters": [m.id for m in meters]}):
-            if meter_id is not None:
+        meter_ids = {m.id for m in meters}
+        for fid, meter_id in await _Q_FAULTS.rows(conn, by_prop):
+            if meter_id in meter_ids:
                 faults[meter_id].append(f"F{fid}")
 
     by_point: dict[int, list[Any]] = defaultdict(list)
@@ -314,7 +341,7 @@ async def load_input(
             )
         )
 
-    price_rows = (await session.execute(_Q_PRICES, {"prop": prop.id})).scalars().all()
+    price_rows = await _Q_PRICES.rows(conn, by_prop)
     prices: dict[str, list[PriceEntry]] = defaultdict(list)
     for pr in price_rows:
         prices[pr.medium].append(
@@ -334,16 +361,11 @@ async def load_input(
     if problems:
         raise BillingSetupError(problems)
 
-    inv_rows = (
-        (await session.execute(_Q_INVOICES, {"prop": prop.id, "lo": period_from, "hi": period_to}))
-        .scalars()
-        .all()
-    )
-    inv_lines: dict[int, list[BillingSupplierInvoiceLine]] = defaultdict(list)
+    overlapping = {"prop": prop.id, "lo": period_from, "hi": period_to}
+    inv_rows = await _Q_INVOICES.rows(conn, overlapping)
+    inv_lines: dict[int, list[Any]] = defaultdict(list)
     if inv_rows:
-        for line in (
-            await session.execute(_Q_INVOICE_LINES, {"invoices": [i.id for i in inv_rows]})
-        ).scalars():
+        for line in await _Q_INVOICE_LINES.rows(conn, overlapping):
             inv_lines[line.invoice_id].append(line)
     invoices = tuple(
         SupplierInvoice(
@@ -359,7 +381,7 @@ async def load_input(
         )
         for i in inv_rows
     )
-    cost_rows = (await session.execute(_Q_FIXED_COSTS, {"prop": prop.id})).scalars().all()
+    cost_rows = await _Q_FIXED_COSTS.rows(conn, by_prop)
     fixed_costs = tuple(
         FixedCost(
             f"C{c.id}", c.name, c.amount_per_month, FixedKey(c.key), c.taxable, c.valid_from, c.valid_to
@@ -404,7 +426,7 @@ _READINGS_IN_RANGE = (
 
 
 async def _billing_registers(
-    session: AsyncSession, meters: Iterable[Any], period_from: date, period_to: date
+    session: AsyncSession, prop_id: int, meters: Iterable[Any], period_from: date, period_to: date
 ) -> dict[int, str]:
     """Meter row id -> its billing register: of the medium's candidates (``MAIN_REGISTER``) with
     readings in the UTC months that ``READING_WINDOW`` around the period touches, the shortest
@@ -420,8 +442,8 @@ async def _billing_registers(
     hi = datetime.combine(period_to, datetime.min.time(), tzinfo=UTC) + READING_WINDOW
     conn = await session.connection()
     found: dict[int, set[str]] = defaultdict(set)
-    for meter_id, register, quantity, unit in await conn.execute(
-        _Q_MONTH_REGISTERS, {"meters": ids, "lo": f"{lo:%Y-%m}", "hi": f"{hi:%Y-%m}"}
+    for meter_id, register, quantity, unit in await _Q_MONTH_REGISTERS.rows(
+        conn, {"prop": prop_id, "lo": f"{lo:%Y-%m}", "hi": f"{hi:%Y-%m}"}
     ):
         if wanted.get(meter_id) == (quantity, unit):
             found[meter_id].add(register)

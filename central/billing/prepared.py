@@ -1,0 +1,67 @@
+"""Read statements a billing run executes per property, prepared once and run in one driver call.
+
+Through SQLAlchemy's asyncio adaptation an aiosqlite statement costs four thread hand-offs (open a
+cursor, execute, fetch, close) and a result processor call per value: about 0.4 ms of CPU for a
+statement that returns nothing, and a fleet billing run executes a dozen per property. A
+``Prepared`` select is compiled once per dialect; on SQLite it runs as one ``execute_fetchall``
+on the driver with the bind and result processors of its own columns (what the Core execution
+applies, looked up once instead of per row); elsewhere it runs through Core. Either way the rows
+are named tuples of the selected columns.
+
+Only scalar bind parameters (no expanding IN lists): the statements select by property, joining
+instead of passing id lists.
+"""
+
+from __future__ import annotations
+
+from collections import namedtuple
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Select
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+__all__ = ["Prepared"]
+
+_Compiled = tuple[str, list[str], list[Any], list[Any], list[Any]]  # sql, names, defaults, processors
+
+
+class Prepared:
+    def __init__(self, stmt: Select[*tuple[Any, ...]]) -> None:
+        self.stmt = stmt
+        names = [str(c.key) for c in stmt.selected_columns]
+        self.row: Any = namedtuple("Row", names)  # type: ignore[misc]
+        self._compiled: dict[str, _Compiled] = {}
+
+    def _for(self, dialect: Dialect) -> _Compiled:
+        found = self._compiled.get(dialect.name)
+        if found is None:
+            compiled = self.stmt.compile(dialect=dialect)
+            order = list(compiled.positiontup or [])
+            binds = [compiled.binds[name] for name in order]
+            defaults = [b.effective_value for b in binds]
+            bind_procs = [b.type.dialect_impl(dialect).bind_processor(dialect) for b in binds]
+            columns = self.stmt.selected_columns
+            result_procs = [c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns]
+            found = (compiled.string, order, defaults, bind_procs, result_procs)
+            self._compiled[dialect.name] = found
+        return found
+
+    async def rows(self, conn: AsyncConnection, params: Mapping[str, Any]) -> Sequence[Any]:
+        if conn.dialect.name != "sqlite":
+            return [self.row(*r) for r in (await conn.execute(self.stmt, dict(params))).all()]
+        sql, order, defaults, bind_procs, result_procs = self._for(conn.dialect)
+        values = []
+        for name, default, proc in zip(order, defaults, bind_procs, strict=True):
+            value = params.get(name, default)
+            values.append(value if proc is None or value is None else proc(value))
+        driver = (await conn.get_raw_connection()).driver_connection
+        assert driver is not None
+        make = self.row._make
+        if not any(result_procs):
+            return [make(r) for r in await driver.execute_fetchall(sql, values)]
+        return [
+            make(v if p is None else p(v) for p, v in zip(result_procs, r, strict=True))
+            for r in await driver.execute_fetchall(sql, values)
+        ]
