@@ -14,17 +14,31 @@ instead of passing id lists.
 
 from __future__ import annotations
 
+import sqlite3
 from collections import namedtuple
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Select
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-__all__ = ["Prepared"]
+__all__ = ["Prepared", "driver_errors"]
 
 _Compiled = tuple[str, list[str], list[Any], list[Any], list[Any]]  # sql, names, defaults, processors
+
+
+@contextmanager
+def driver_errors(sql: str, dialect: Dialect) -> Iterator[None]:
+    """sqlite3's errors from a call on the driver as SQLAlchemy's (``IntegrityError``,
+    ``OperationalError`` ...), as the same statement through Core would raise them: callers catch
+    those."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance(sql, None, exc, sqlite3.Error, dialect=dialect) from exc
 
 
 class Prepared:
@@ -59,9 +73,8 @@ class Prepared:
         driver = (await conn.get_raw_connection()).driver_connection
         assert driver is not None
         make = self.row._make
+        with driver_errors(sql, conn.dialect):
+            rows = await driver.execute_fetchall(sql, values)
         if not any(result_procs):
-            return [make(r) for r in await driver.execute_fetchall(sql, values)]
-        return [
-            make(v if p is None else p(v) for p, v in zip(result_procs, r, strict=True))
-            for r in await driver.execute_fetchall(sql, values)
-        ]
+            return [make(r) for r in rows]
+        return [make(v if p is None else p(v) for p, v in zip(result_procs, r, strict=True)) for r in rows]

@@ -95,7 +95,7 @@ from .model import (
     VatRounding,
 )
 from .money import ZERO, Rounding
-from .prepared import Prepared
+from .prepared import Prepared, driver_errors
 from .readings import alignment_needs, nearest_positions, period_readings
 from .runs import BillingRun, LineKind, RunStopped
 from .serial import canonical_json, from_jsonable
@@ -551,9 +551,9 @@ async def _fetch_sqlite(
         batch = parts[i : i + _SQLITE_PARTS]
         count = sum(part.count("?") for part in batch)
         sql = " UNION ALL ".join(batch) + " ORDER BY meter_id, read_at, id"
-        for meter_id, rid, read_at, value, frame in await driver.execute_fetchall(
-            sql, params[at : at + count]
-        ):
+        with driver_errors(sql, conn.dialect):
+            rows = await driver.execute_fetchall(sql, params[at : at + count])
+        for meter_id, rid, read_at, value, frame in rows:
             out[meter_id].append((rid, parse(read_at).replace(tzinfo=UTC), dec(value), frame))
         at += count
     return out
@@ -850,7 +850,8 @@ async def insert_many(conn: AsyncConnection, table: Table, rows: list[dict[str, 
     ]
     driver = (await conn.get_raw_connection()).driver_connection
     assert driver is not None
-    await driver.executemany(sql, params)
+    with driver_errors(sql, conn.dialect):
+        await driver.executemany(sql, params)
 
 
 _PROCESSORS: dict[tuple[str, tuple[str, ...], str], list[Any]] = {}

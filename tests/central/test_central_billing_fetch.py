@@ -262,6 +262,28 @@ def test_line_rows_written_through_the_driver_are_the_core_inserts_rows(
             await db.close()
 
     asyncio.run(save("R-DRIVER"))
+
+    async def again() -> None:
+        # A row that is there already: SQLAlchemy's IntegrityError, as from the Core insert.
+        from sqlalchemy.exc import IntegrityError
+
+        from central.models import BillingLineReading
+
+        db = await Database.open(f"sqlite+aiosqlite:///{path}", migrate=False)
+        try:
+            async with db.sessions() as session:
+                row = (await session.execute(select(BillingLineReading))).scalars().first()
+                assert row is not None
+                copy = {"line_id": row.line_id, "reading_id": row.reading_id, "run_id": row.run_id}
+                conn = await session.connection()
+                with pytest.raises(IntegrityError):
+                    await store.insert_many(
+                        conn, BillingLineReading.__table__, [{**copy, "raw_frame_id": None}]
+                    )
+        finally:
+            await db.close()
+
+    asyncio.run(again())
     monkeypatch.setattr(store, "insert_many", core_insert)
     asyncio.run(save("R-CORE"))
     con = sqlite3.connect(path)
