@@ -544,6 +544,7 @@ async def _fetch_sqlite(
     assert driver is not None
     out: dict[int, list[tuple[int, datetime, Decimal, int | None]]] = defaultdict(list)
     parse, dec = datetime.fromisoformat, Decimal
+    instants: dict[str, datetime] = {}
     # SQLite takes at most 500 parts in a compound SELECT. A meter's parts come in the order of its
     # ranges, so statement by statement its rows stay in time order.
     at = 0
@@ -554,7 +555,11 @@ async def _fetch_sqlite(
         with driver_errors(sql, conn.dialect):
             rows = await driver.execute_fetchall(sql, params[at : at + count])
         for meter_id, rid, read_at, value, frame in rows:
-            out[meter_id].append((rid, parse(read_at).replace(tzinfo=UTC), dec(value), frame))
+            # A read-out stamps every meter of a bus with the same few instants: parsed once each.
+            at_utc = instants.get(read_at)
+            if at_utc is None:
+                at_utc = instants[read_at] = parse(read_at).replace(tzinfo=UTC)
+            out[meter_id].append((rid, at_utc, dec(value), frame))
         at += count
     return out
 
