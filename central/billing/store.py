@@ -280,6 +280,9 @@ async def load_input(
     The readings are those ``period_readings`` keeps of the ``READING_WINDOW`` around the period,
     fetched from around the instants the run aligns to (``_with_readings``); ``whole_window``
     fetches the whole window instead, the reference the shortcut is tested against."""
+    # The reads below go to the connection and the driver, past the session's autoflush: what the
+    # caller changed in this session (a price, a tenancy) is written first, as a query would.
+    await session.flush()
     srow = await session.get(BillingSettings, prop.id)
     if srow is None:
         raise BillingSetupError([f"property {prop.key}: no billing settings (PUT .../settings first)"])

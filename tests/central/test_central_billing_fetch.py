@@ -22,6 +22,7 @@ from central.db import Database
 from central.models import (
     Apartment,
     BillingPrice,
+    BillingSettings,
     Meter,
     MeterPoint,
     Property,
@@ -199,6 +200,27 @@ async def _both_fetches(db: Database) -> tuple[dict[int, list[object]], dict[int
         return dict(core), dict(sqlite)
 
 
+async def _unflushed_changes_are_seen(db: Database) -> None:
+    """load_input reads past the session's autoflush (connection, driver): it flushes first."""
+    async with db.sessions() as session:
+        prop = (await session.execute(select(Property).order_by(Property.id))).scalars().first()
+        assert prop is not None
+        price = (
+            await session.execute(
+                select(BillingPrice).where(
+                    BillingPrice.property_id == prop.id, BillingPrice.medium == "cold_water"
+                )
+            )
+        ).scalar_one()
+        # As the endpoint does: the settings loaded before (load_input's get then needs no query).
+        assert await session.get(BillingSettings, prop.id) is not None
+        price.unit_price = Decimal("99.99")
+        inp, _ = await load_input(session, prop, PERIOD_FROM, PERIOD_TO)
+        (cold,) = [m for m in inp.media if str(m.medium) == "cold_water"]
+        assert [p.unit_price for p in cold.prices] == [Decimal("99.99")]
+        await session.rollback()
+
+
 def test_the_readings_around_the_instants_are_the_whole_windows_cut(tmp_path: Path) -> None:
     path = tmp_path / "central.sqlite"
     asyncio.run(build_database(path, apartments=6, per_property=3, days_around=12, seed=5))
@@ -207,6 +229,7 @@ def test_the_readings_around_the_instants_are_the_whole_windows_cut(tmp_path: Pa
         db = await Database.open(f"sqlite+aiosqlite:///{path}", migrate=False)
         try:
             await _edge_cases(db)
+            await _unflushed_changes_are_seen(db)
             core, sqlite = await _both_fetches(db)
             # The SQLite path through the driver reads what the Core path reads, converted alike.
             assert core == sqlite
