@@ -120,3 +120,56 @@ def test_keys_file_formats_and_errors(tmp_path: Path) -> None:
     with pytest.raises(KeysFileError, match="entry 1") as info:
         load_meter_keys(bad)
     assert "0011223344556677" not in str(info.value)
+
+
+def test_recent_contents_expire_by_age_and_by_count_and_stay_small() -> None:
+    import tracemalloc
+
+    from edge.radio import _RecentContents
+
+    recent = _RecentContents(window_s=300.0, capacity=3)
+    assert not recent.seen(b"a", 0.0)
+    assert recent.seen(b"a", 299.0)  # within the window
+    assert not recent.seen(b"b", 299.5)
+    assert not recent.seen(b"a", 300.5)  # "a" heard at 0.0: out of the window, new again
+    assert not recent.seen(b"c", 301.0)
+    assert len(recent) == 3
+    assert not recent.seen(b"d", 302.0)  # full: the oldest ("b") goes
+    assert len(recent) == 3
+    assert not recent.seen(b"b", 303.0)
+    assert recent.seen(b"d", 303.5)
+    # The collector benchmark's air (500 meters every 3 s) fills the 20,000 of a 300 s window.
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    big = _RecentContents(window_s=300.0, capacity=20_000)
+    for n in range(50_000):
+        big.seen(n.to_bytes(4, "little") * 10, n * 0.006)
+    used = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert len(big) == 20_000
+    assert used < 20_000 * 40  # bytes per telegram remembered (an OrderedDict of digests: ~200)
+
+
+@pytest.mark.parametrize("capacity", [1, 7, 50, 300])
+def test_recent_contents_answer_as_a_plain_model_does(capacity: int) -> None:
+    """Against a list of (content, time): the table's probing and backward-shift deletion lose
+    nothing and keep nothing, also when probe runs wrap around the end of the table."""
+    import random
+    from collections import deque
+
+    from edge.radio import _RecentContents
+
+    rng = random.Random(capacity)
+    recent = _RecentContents(window_s=10.0, capacity=capacity)
+    model: deque[tuple[bytes, float]] = deque()
+    now = 0.0
+    for _ in range(20_000):
+        now += rng.choice((0.0, 0.01, 0.1, 0.5, 3.0))
+        content = rng.randrange(3 * capacity + 5).to_bytes(2, "little")
+        while model and (now - model[0][1] > 10.0 or len(model) >= capacity):
+            model.popleft()
+        expected = any(c == content for c, _ in model)
+        if not expected:
+            model.append((content, now))
+        assert recent.seen(content, now) is expected
+        assert len(recent) == len(model)
