@@ -201,7 +201,9 @@ async def _both_fetches(db: Database) -> tuple[dict[int, list[object]], dict[int
 
 
 async def _unflushed_changes_are_seen(db: Database) -> None:
-    """load_input reads past the session's autoflush (connection, driver): it flushes first."""
+    """A change still pending in the session is what the input carries. load_input's reads go past
+    the autoflush (connection, driver), so it flushes first itself; today its ``session.get`` of the
+    settings flushes as well, so this guards the behaviour, not that one line."""
     async with db.sessions() as session:
         prop = (await session.execute(select(Property).order_by(Property.id))).scalars().first()
         assert prop is not None
