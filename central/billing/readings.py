@@ -34,10 +34,12 @@ __all__ = [
     "PointConsumption",
     "alignment_needs",
     "consumption",
+    "instants_with_move_days",
     "interpolate",
     "move_reading",
     "nearest_instants",
     "nearest_positions",
+    "on_move_day",
     "period_readings",
     "point_instants",
     "usable_instants",
@@ -387,17 +389,22 @@ def alignment_needs(inp: BillingInput) -> dict[str, AlignmentNeeds]:
     return out
 
 
-def point_instants(point: MeterPoint, needs: AlignmentNeeds) -> list[datetime]:
-    """``needs.instants`` plus the instant of every reading of ``point`` in a move day, sorted."""
+def on_move_day(t: datetime, needs: AlignmentNeeds) -> bool:
+    """Whether the UTC instant ``t`` falls in one of ``needs``' move days."""
+    return any(lo <= t < hi for lo, hi in needs.days)
+
+
+def instants_with_move_days(needs: AlignmentNeeds, times: Iterable[datetime]) -> list[datetime]:
+    """``needs.instants`` plus every one of the reading ``times`` (UTC) that falls in a move day:
+    such a reading may be the cut, so alignment looks around it too. Sorted."""
     if not needs.days:
         return list(needs.instants)
-    found = set(needs.instants)
-    for inst in point.installations:
-        for r in inst.readings:
-            t = _utc(r.at)
-            if any(lo <= t < hi for lo, hi in needs.days):
-                found.add(t)
-    return sorted(found)
+    return sorted({*needs.instants, *(t for t in times if on_move_day(t, needs))})
+
+
+def point_instants(point: MeterPoint, needs: AlignmentNeeds) -> list[datetime]:
+    """``instants_with_move_days`` over the readings of every installation of ``point``."""
+    return instants_with_move_days(needs, (_utc(r.at) for inst in point.installations for r in inst.readings))
 
 
 def usable_instants(
@@ -471,7 +478,7 @@ def period_readings(inp: BillingInput) -> BillingInput:
     for point in inp.meter_points:
         need = needs[point.id]
         instants = point_instants(point, need)
-        installs = tuple(_period_installation(inst, instants, need.days) for inst in point.installations)
+        installs = tuple(_period_installation(inst, instants, need) for inst in point.installations)
         if all(a is b for a, b in zip(installs, point.installations, strict=True)):
             points.append(point)
         else:
@@ -480,10 +487,8 @@ def period_readings(inp: BillingInput) -> BillingInput:
 
 
 def _period_installation(
-    inst: MeterInstallation, instants: list[datetime], days: tuple[tuple[datetime, datetime], ...]
+    inst: MeterInstallation, instants: list[datetime], need: AlignmentNeeds
 ) -> MeterInstallation:
     keep = _kept(inst, instants)
-    picked = tuple(
-        r for r in inst.readings if (t := _utc(r.at)) in keep or any(lo <= t < hi for lo, hi in days)
-    )
+    picked = tuple(r for r in inst.readings if (t := _utc(r.at)) in keep or on_move_day(t, need))
     return inst if len(picked) == len(inst.readings) else replace(inst, readings=picked)

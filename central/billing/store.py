@@ -96,7 +96,14 @@ from .model import (
 )
 from .money import ZERO, Rounding
 from .prepared import Prepared, driver_errors
-from .readings import alignment_needs, nearest_positions, period_readings
+from .readings import (
+    AlignmentNeeds,
+    alignment_needs,
+    instants_with_move_days,
+    nearest_positions,
+    on_move_day,
+    period_readings,
+)
 from .runs import BillingRun, LineKind, RunStopped
 from .serial import canonical_json, from_jsonable
 
@@ -409,6 +416,15 @@ async def load_input(
     return inp, {a.object_number: a.id for a in apt_rows}
 
 
+_Row = tuple[int, datetime, Decimal, int | None]  # (id, read_at in UTC, value, raw frame id)
+
+
+def _window(period_from: date, period_to: date) -> tuple[datetime, datetime]:
+    """``READING_WINDOW`` either side of the period (UTC midnights): what a run may read from."""
+    lo = datetime.combine(period_from, datetime.min.time(), tzinfo=UTC) - READING_WINDOW
+    return lo, datetime.combine(period_to, datetime.min.time(), tzinfo=UTC) + READING_WINDOW
+
+
 # Readings are fetched within this margin of each instant a run aligns to; a meter whose two
 # nearest read-outs on a side lie farther out (a gap, a meter read weekly) is fetched again over
 # the whole READING_WINDOW. Daily read-outs: two or three readings a side.
@@ -441,8 +457,7 @@ async def _billing_registers(
     ids = [mid for mid, w in wanted.items() if w is not None]
     if not ids:
         return {}
-    lo = datetime.combine(period_from, datetime.min.time(), tzinfo=UTC) - READING_WINDOW
-    hi = datetime.combine(period_to, datetime.min.time(), tzinfo=UTC) + READING_WINDOW
+    lo, hi = _window(period_from, period_to)
     conn = await session.connection()
     found: dict[int, set[str]] = defaultdict(set)
     for meter_id, register, quantity, unit in await _Q_MONTH_REGISTERS.rows(
@@ -486,7 +501,7 @@ def _merged(ranges: Iterable[tuple[datetime, datetime]]) -> list[tuple[datetime,
 
 async def _fetch(
     session: AsyncSession, registers: Mapping[int, str], ranges: list[tuple[datetime, datetime]]
-) -> dict[int, list[tuple[int, datetime, Decimal, int | None]]]:
+) -> dict[int, list[_Row]]:
     """Meter row id -> (id, read_at, value, raw frame id) of its billing register in ``ranges``
     (disjoint, sorted), in (read_at, id) order."""
     if not registers:
@@ -506,8 +521,8 @@ def _by_register(registers: Mapping[int, str]) -> list[tuple[str, list[int]]]:
 
 async def _fetch_core(
     conn: AsyncConnection, registers: Mapping[int, str], ranges: list[tuple[datetime, datetime]]
-) -> dict[int, list[tuple[int, datetime, Decimal, int | None]]]:
-    out: dict[int, list[tuple[int, datetime, Decimal, int | None]]] = defaultdict(list)
+) -> dict[int, list[_Row]]:
+    out: dict[int, list[_Row]] = defaultdict(list)
     for lo, hi in ranges:
         for name, meter_ids in _by_register(registers):
             # (meter_id, register, read_at) is the unique index: one range scan per meter.
@@ -526,7 +541,7 @@ _SQLITE_PARTS = 200  # SELECTs per UNION ALL statement (SQLite's limit: 500)
 
 async def _fetch_sqlite(
     conn: AsyncConnection, registers: Mapping[int, str], ranges: list[tuple[datetime, datetime]]
-) -> dict[int, list[tuple[int, datetime, Decimal, int | None]]]:
+) -> dict[int, list[_Row]]:
     """``_fetch_core`` in one statement through the driver (aiosqlite's ``execute_fetchall``): the
     Core path takes four thread hand-offs per statement and a result processor per value, and on a
     fleet run the fetches were over a third of ``load_input``. The same rows (a test compares the
@@ -545,7 +560,7 @@ async def _fetch_sqlite(
                 params += [*chunk, name, *bounds]
     driver = (await conn.get_raw_connection()).driver_connection
     assert driver is not None
-    out: dict[int, list[tuple[int, datetime, Decimal, int | None]]] = defaultdict(list)
+    out: dict[int, list[_Row]] = defaultdict(list)
     parse, dec = datetime.fromisoformat, Decimal
     instants: dict[str, datetime] = {}
     # SQLite takes at most 500 parts in a compound SELECT. A meter's parts come in the order of its
@@ -567,9 +582,6 @@ async def _fetch_sqlite(
     return out
 
 
-_Row = tuple[int, datetime, Decimal, int | None]  # (id, read_at in UTC, value, raw frame id)
-
-
 _new_reading = builder(Reading)
 _REMOTE = ReadingSource.REMOTE
 
@@ -588,7 +600,7 @@ def _cut(
     rows: list[_Row],
     inst: MeterInstallation,
     instants: list[datetime],
-    days: tuple[tuple[datetime, datetime], ...],
+    need: AlignmentNeeds,
     margin: timedelta | None,
 ) -> list[_Row] | None:
     """``period_readings``' cut of one meter's rows (move days whole, the nearest instants around
@@ -609,9 +621,9 @@ def _cut(
         keep = None if found is None else {inside[k] for k in found}
     if keep is None:
         return None
-    if not days:
+    if not need.days:
         return [rows[k] for k in sorted(keep)]
-    return [r for k, r in enumerate(rows) if k in keep or any(a <= r[1] < b for a, b in days)]
+    return [r for k, r in enumerate(rows) if k in keep or on_move_day(r[1], need)]
 
 
 async def _with_readings(
@@ -632,8 +644,7 @@ async def _with_readings(
     ``margin=None`` every reading of the window is read and ``period_readings`` cuts them: the
     reference tests/central/test_central_billing_fetch.py compares the shortcut with."""
     needs = alignment_needs(inp)
-    lo_w = datetime.combine(inp.period_from, datetime.min.time(), tzinfo=UTC) - READING_WINDOW
-    hi_w = datetime.combine(inp.period_to, datetime.min.time(), tzinfo=UTC) + READING_WINDOW
+    lo_w, hi_w = _window(inp.period_from, inp.period_to)
     wanted = [(pid, index, mid, shift) for pid, index, mid, shift in point_meters if mid in registers]
     rows: dict[int, list[_Row]] = {}
     if margin is None:
@@ -672,19 +683,11 @@ async def _with_readings(
             points.append(point)
             continue
         need = needs[point.id]
-        instants = list(need.instants)
-        if need.days:  # every reading of a move day is an instant too (it may be the cut)
-            on_days = (
-                r[1]
-                for _, mid, _ in meters
-                for r in rows.get(mid, ())
-                if any(lo <= r[1] < hi for lo, hi in need.days)
-            )
-            instants = sorted({*instants, *on_days})
+        instants = instants_with_move_days(need, (r[1] for _, mid, _ in meters for r in rows.get(mid, ())))
         installs = list(point.installations)
         again = []
         for index, meter_id, shift in meters:
-            cut = _cut(rows.get(meter_id, []), installs[index], instants, need.days, margin)
+            cut = _cut(rows.get(meter_id, []), installs[index], instants, need, margin)
             if cut is None:
                 again.append((index, meter_id, shift))
             else:
@@ -701,7 +704,7 @@ async def _with_readings(
             installs = list(point.installations)
             need = needs[point.id]
             for index, meter_id, shift in meters:
-                cut = _cut(fetched.get(meter_id, []), installs[index], instants, need.days, None)
+                cut = _cut(fetched.get(meter_id, []), installs[index], instants, need, None)
                 assert cut is not None  # no margin, no refusal
                 installs[index] = replace(installs[index], readings=tuple(_reading(r, shift) for r in cut))
             points[at[point.id]] = replace(point, installations=tuple(installs))
