@@ -32,9 +32,9 @@ linear extrapolation of it, stated as such (``make bench`` runs a small N; the s
 workers from the stored context (``document_context`` + ``comparisons_for``), as the export does.
 
 Measured (2 cores, idle; ``--apartments 10000 --workers 2 --documents 2``): 200 properties, 40,200
-meters, 18.8 M readings from 1.96 M frames (setup 14 min); the run 4.44-4.93 s wall, 7.5-8.2 CPU-s:
-per apartment load_input 0.30-0.34 ms CPU, compute_run 0.16-0.17, save_run + commit 0.29-0.32;
-linear extrapolation to 100,000 apartments (not measured) 44-49 s wall on 2 workers, 75-82 CPU-s (a
+meters, 18.8 M readings from 1.96 M frames (setup 14 min); the run 3.79-4.93 s wall, 6.9-8.2 CPU-s:
+per apartment load_input 0.28-0.34 ms CPU, compute_run 0.15-0.17, save_run + commit 0.27-0.32;
+linear extrapolation to 100,000 apartments (not measured) 38-49 s wall on 2 workers, 69-82 CPU-s (a
 third worker does not help: the two cores are 86 % busy already). With daily read-outs 45 days
 either side (``--days-around 45``, 1,000 apartments, 5.84 M readings) no more CPU per apartment
 (0.83 ms): load_input reads only the readings within 2 days of the instants the run aligns to, about
