@@ -203,35 +203,83 @@ def test_a_month_of_daily_read_outs_comes_down_to_the_readings_around_its_ends()
     assert [r.id for r in kept] == ["r8", "r9", "r10", "r11", "r39", "r40", "r41", "r42"]
 
 
+def _series(step_hours: int, minute: int, gaps: set[int]) -> list[datetime]:
+    """Read-outs every ``step_hours`` from 60 days before START to 76 days after, but ``gaps``."""
+    count = (136 * 24) // step_hours
+    return [
+        (START + timedelta(days=-60, hours=k * step_hours, minutes=minute)).astimezone(TZ)
+        for k in range(count)
+        if k not in gaps
+    ]
+
+
+def _fetch_and_cut(
+    times: list[datetime],
+    installed: datetime,
+    removal: datetime | None,
+    instants: list[datetime],
+    margin: timedelta,
+) -> tuple[set[datetime] | None, set[datetime] | None]:
+    """(the cut of a fetch within ``margin`` of each instant, or None when the margin did not hold;
+    the cut of every reading)."""
+    from datetime import UTC
+
+    from central.billing.readings import nearest_instants, usable_instants
+
+    near = [t for t in times if any(abs(t.astimezone(UTC) - i) <= margin for i in instants)]
+    every = nearest_instants(usable_instants(times, installed, removal), instants)
+    return nearest_instants(usable_instants(near, installed, removal), instants, margin), every
+
+
 @hsettings(max_examples=500, deadline=None)
 @given(
-    st.lists(_reading, max_size=20),
-    st.integers(-60, 800),
+    st.integers(3, 60),
+    st.integers(0, 59),
+    st.sets(st.integers(0, 1100), max_size=40),
+    st.one_of(st.none(), st.integers(-60, 800)),
     st.booleans(),
-    st.integers(1, 200),
+    st.integers(1, 120),
     st.lists(st.integers(-100, 900), max_size=3),
 )
 def test_a_fetch_the_margin_holds_keeps_what_the_wide_fetch_keeps(
-    rows: list[tuple[int, ReadingSource, int, int]],
-    install_hours: int,
+    step_hours: int,
+    minute: int,
+    gaps: set[int],
+    install_hours: int | None,
     removed: bool,
     margin_hours: int,
     more: list[int],
 ) -> None:
     """The store's shortcut: fetch only the readings within a margin of each instant; when
-    ``nearest_instants`` says the margin held the neighbours, the cut is the cut of everything."""
+    ``nearest_instants`` says the margin held the neighbours, the cut is the cut of everything.
+    Regular read-outs with gaps, a meter installed long ago or during the window, removed or not."""
     from datetime import UTC
 
-    from central.billing.readings import nearest_instants, usable_instants
-
-    readings = _readings("P", rows)
-    installed = START + timedelta(hours=install_hours)
-    removal = installed + timedelta(days=9) if removed else None
+    installed = (
+        datetime(2020, 1, 1, tzinfo=TZ) if install_hours is None else START + timedelta(hours=install_hours)
+    )
+    removal = installed + timedelta(days=9) if removed and install_hours is not None else None
     ends = [START, datetime(2024, 4, 1, tzinfo=TZ), *(START + timedelta(hours=h) for h in more)]
     instants = sorted({t.astimezone(UTC) for t in ends})
-    margin = timedelta(hours=margin_hours)
-    near = [r.at for r in readings if any(abs(r.at.astimezone(UTC) - t) <= margin for t in instants)]
-    every = nearest_instants(usable_instants((r.at for r in readings), installed, removal), instants)
-    fetched = nearest_instants(usable_instants(near, installed, removal), instants, margin)
+    fetched, every = _fetch_and_cut(
+        _series(step_hours, minute, gaps), installed, removal, instants, timedelta(hours=margin_hours)
+    )
     if fetched is not None:
         assert fetched == every
+
+
+def test_daily_read_outs_hold_their_neighbours_within_two_days() -> None:
+    """The case the store's margin is sized for (and the property test's answered branch, surely
+    taken): daily read-outs, a meter installed long ago, the period's ends and a move on the 15th."""
+    from datetime import UTC
+
+    instants = sorted(
+        t.astimezone(UTC)
+        for t in (START, datetime(2024, 3, 15, 9, tzinfo=TZ), datetime(2024, 4, 1, tzinfo=TZ))
+    )
+    fetched, every = _fetch_and_cut(
+        _series(24, 7, {30, 31}), datetime(2020, 1, 1, tzinfo=TZ), None, instants, timedelta(days=2)
+    )
+    assert fetched is not None
+    assert fetched == every
+    assert len(every) == 12  # two either side of each of the three instants, none read right then
