@@ -9,7 +9,7 @@ applies, looked up once instead of per row); elsewhere it runs through Core. Eit
 are named tuples of the selected columns.
 
 Only scalar bind parameters (no expanding IN lists): the statements select by property, joining
-instead of passing id lists.
+instead of passing id lists. ``insert_many`` is the same for the rows a run writes.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Select
+from sqlalchemy import Select, Table, insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-__all__ = ["Prepared", "driver_errors"]
+__all__ = ["Prepared", "driver_errors", "insert_many"]
 
 _Compiled = tuple[str, list[str], list[Any], list[Any], list[Any]]  # sql, names, defaults, processors
 
@@ -78,3 +78,37 @@ class Prepared:
         if not any(result_procs):
             return [make(r) for r in rows]
         return [make(v if p is None else p(v) for p, v in zip(result_procs, r, strict=True)) for r in rows]
+
+
+async def insert_many(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """``conn.execute(insert(table), rows)``; on SQLite one ``executemany`` through the driver, the
+    values converted by the columns' own bind processors (what the Core insert applies), in one
+    thread hand-off instead of four and without a compiled parameter set per row: a fleet run
+    writes ~6 lines and ~16 reading links per apartment. A test compares what both store."""
+    if conn.dialect.name != "sqlite":
+        await conn.execute(insert(table), rows)
+        return
+    names = list(rows[0])
+    procs = _bind_processors(table, names, conn.dialect)
+    sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+    params = [
+        tuple(v if (p := procs[i]) is None or v is None else p(v) for i, v in enumerate(row.values()))
+        for row in rows
+    ]
+    driver = (await conn.get_raw_connection()).driver_connection
+    assert driver is not None
+    with driver_errors(sql, conn.dialect):
+        await driver.executemany(sql, params)
+
+
+_PROCESSORS: dict[tuple[str, tuple[str, ...], str], list[Any]] = {}
+
+
+def _bind_processors(table: Table, names: list[str], dialect: Dialect) -> list[Any]:
+    key = (table.name, tuple(names), dialect.name)
+    procs = _PROCESSORS.get(key)
+    if procs is None:
+        procs = _PROCESSORS[key] = [
+            table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names
+        ]
+    return procs

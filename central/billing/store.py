@@ -37,8 +37,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, delete, func, insert, or_, select
-from sqlalchemy.engine import Dialect
+from sqlalchemy import Table, and_, bindparam, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from central.checks import MAIN_REGISTER
@@ -95,7 +94,7 @@ from .model import (
     VatRounding,
 )
 from .money import ZERO, Rounding
-from .prepared import Prepared, driver_errors
+from .prepared import Prepared, driver_errors, insert_many
 from .readings import (
     AlignmentNeeds,
     alignment_needs,
@@ -842,40 +841,6 @@ async def _write_lines(
             )
     if links:
         await insert_many(conn, cast(Table, BillingLineReading.__table__), links)
-
-
-async def insert_many(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> None:
-    """``conn.execute(insert(table), rows)``; on SQLite one ``executemany`` through the driver, the
-    values converted by the columns' own bind processors (what the Core insert applies), in one
-    thread hand-off instead of four and without a compiled parameter set per row: a fleet run
-    writes ~6 lines and ~16 reading links per apartment. A test compares what both store."""
-    if conn.dialect.name != "sqlite":
-        await conn.execute(insert(table), rows)
-        return
-    names = list(rows[0])
-    procs = _bind_processors(table, names, conn.dialect)
-    sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
-    params = [
-        tuple(v if (p := procs[i]) is None or v is None else p(v) for i, v in enumerate(row.values()))
-        for row in rows
-    ]
-    driver = (await conn.get_raw_connection()).driver_connection
-    assert driver is not None
-    with driver_errors(sql, conn.dialect):
-        await driver.executemany(sql, params)
-
-
-_PROCESSORS: dict[tuple[str, tuple[str, ...], str], list[Any]] = {}
-
-
-def _bind_processors(table: Table, names: list[str], dialect: Dialect) -> list[Any]:
-    key = (table.name, tuple(names), dialect.name)
-    procs = _PROCESSORS.get(key)
-    if procs is None:
-        procs = _PROCESSORS[key] = [
-            table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names
-        ]
-    return procs
 
 
 def raw_frames_of(inp: BillingInput) -> dict[str, str | None]:
