@@ -65,13 +65,16 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # broker right after its commit - the broker then forgets it, so a lost commit would be data
     # lost for good. FULL syncs the WAL on every commit; ingest commits many messages at once, so
     # that fsync is paid per group, not per reading. A larger page cache keeps the reading
-    # indexes' hot pages in memory as the table grows.
+    # indexes' hot pages in memory as the table grows. Memory-mapped reads (up to 1 GiB of the
+    # file): a page already in the OS cache is then read without a pread() call each; that call was
+    # a fifth of the driver thread's time in a billing run (0.74 -> 0.67 ms CPU per apartment).
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA cache_size=-65536")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA mmap_size=1073741824")
     cursor.close()
 
 

@@ -421,25 +421,30 @@ def nearest_positions(
     usable: list[datetime], instants: Iterable[datetime], margin: timedelta | None = None
 ) -> set[int] | None:
     """Positions in the sorted, distinct ``usable`` instants of those alignment can look at for
-    ``instants``: for each, a reading taken right then and the two nearest instants on each side
-    (interpolation takes the nearest on each side; extrapolation, with one side only, the two
-    nearest there).
+    ``instants``: for each, the reading taken right then if there is one (``_value_at`` takes it and
+    nothing else), else the nearest instant on each side (interpolation) or, with one side only, the
+    two nearest there (extrapolation).
 
-    With ``margin``: None unless, for every instant, the two nearest on each side lie within
-    ``margin`` of it. Then ``usable`` may be only the instants within ``margin`` of each instant
-    (what a store fetched around them): nothing beyond it could be nearer, and any wider fetch
-    gives the same instants."""
+    With ``margin``: None unless, for every instant, there is a reading right then or the nearest on
+    each side lies within ``margin`` of it. Then ``usable`` may be only the instants within
+    ``margin`` of each instant (what a store fetched around them): nothing beyond it could be
+    nearer, and any wider fetch gives the same instants. One side only is refused: a fetch around
+    the instant cannot tell that nothing lies beyond it."""
     keep: set[int] = set()
     n = len(usable)
     for t in instants:
         i = bisect_left(usable, t)
-        j = i + 1 if i < n and usable[i] == t else i
-        lo, hi = max(0, i - 2), min(n, j + 2)
-        if margin is not None and (
-            i - lo < 2 or t - usable[lo] > margin or hi - j < 2 or usable[hi - 1] - t > margin
-        ):
+        if i < n and usable[i] == t:
+            keep.add(i)
+        elif 0 < i < n:
+            if margin is not None and (t - usable[i - 1] > margin or usable[i] - t > margin):
+                return None
+            keep.add(i - 1)
+            keep.add(i)
+        elif margin is not None:
             return None
-        keep.update(range(lo, hi))
+        else:
+            keep.update(range(max(0, n - 2), n) if i == n else range(min(n, 2)))
     return keep
 
 

@@ -424,10 +424,10 @@ def _window(period_from: date, period_to: date) -> tuple[datetime, datetime]:
     return lo, datetime.combine(period_to, datetime.min.time(), tzinfo=UTC) + READING_WINDOW
 
 
-# Readings are fetched within this margin of each instant a run aligns to; a meter whose two
-# nearest read-outs on a side lie farther out (a gap, a meter read weekly) is fetched again over
-# the whole READING_WINDOW. Daily read-outs: two or three readings a side.
-FETCH_MARGIN = timedelta(days=2)
+# Readings are fetched within this margin of each instant a run aligns to; a meter whose nearest
+# read-out on a side lies farther out (a missed night, a meter read weekly) is fetched again over
+# the whole READING_WINDOW. Nightly read-outs: one reading a side, two hours' slack for the poll.
+FETCH_MARGIN = timedelta(hours=26)
 _TIME_ORDER = (ReadingRow.meter_id, ReadingRow.read_at, ReadingRow.id)
 # Built once: a property's run executes it a few times per range, and building the expression
 # anew cost about as much as the database's own work for it.
