@@ -471,12 +471,12 @@ def period_readings(inp: BillingInput) -> BillingInput:
     Kept per installation: every reading taken on a move day of the point's apartment (whatever its
     source or installation: the cut is the first real reading of the day, on any meter of the
     point), and of the readings usable on the meter (inside its installation), for every instant
-    of ``alignment_needs`` and every reading instant of a move day, the readings of that instant and
-    of the two nearest instants before and after it. Alignment looks at the reading of the instant
-    if there is one, else the nearest usable reading on each side or, on one side only, the two
-    nearest (extrapolation): all of them are kept, and the kept readings stay in their stored
-    order. A month of daily read-outs comes down to about eight readings per meter; weeks loaded
-    on each side (so a gap can be bridged) do not reach the run or its digest.
+    of ``alignment_needs`` and every reading instant of a move day, what alignment looks at
+    (``nearest_positions``): the reading of the instant if there is one, else the nearest usable
+    instant on each side or, on one side only, the two nearest (extrapolation). Every reading of a
+    kept instant is kept, in their stored order. A month of daily read-outs comes down to four
+    readings per meter; weeks loaded on each side (so a gap can be bridged) do not reach the run or
+    its digest.
     """
     needs = alignment_needs(inp)
     points = []

@@ -10,8 +10,8 @@ their raw frames: ``billing_line_reading``).
 Readings: the medium's billing register (``central.checks.MAIN_REGISTER``: energy in Wh, volume in
 m³; storage 0, tariff 0, no subunit, instantaneous) of every meter on the property's meter points,
 as ``readings.period_readings`` cuts them from ``READING_WINDOW`` before the period to as long after
-it (a gap in the read-outs can be bridged): per meter the readings of the two nearest instants on
-each side of every instant the run aligns to, and whole move days. They are read from around those
+it (a gap in the read-outs can be bridged): per meter the reading at, or else the nearest on each
+side of, every instant the run aligns to, and whole move days. They are read from around those
 instants, not the whole window (``_with_readings``). Energy is converted to kWh exactly (a decimal
 shift). When a meter carries the quantity on several registers (a pulse input beside the main
 register), the shortest DIF/VIF wins, as in ``central.consumption``.
@@ -637,9 +637,10 @@ async def _with_readings(
 
     Fetched from the database: with ``margin``, only the readings within it of every instant the run
     aligns the point to (``alignment_needs``: the period's ends, price changes, installations and
-    removals, whole move days); a meter whose two nearest usable readings either side of an instant
-    lie farther out is fetched over the whole window after all. Either way the cut is the one of the
-    whole window (``nearest_instants``; tests/billing/test_billing_period_readings.py). With
+    removals, whole move days); a meter whose nearest usable reading on a side of an instant lies
+    farther out (or that has none on a side) is fetched over the whole window after all. Either way
+    the cut is the one of the whole window (``nearest_instants``;
+    tests/billing/test_billing_period_readings.py). With
     ``margin=None`` every reading of the window is read and ``period_readings`` cuts them: the
     reference tests/central/test_central_billing_fetch.py compares the shortcut with."""
     needs = alignment_needs(inp)
