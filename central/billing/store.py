@@ -789,59 +789,44 @@ async def _write_lines(
     apartment_ids: Mapping[str, int],
     raw_frames: Mapping[str, str | None] | None,
 ) -> None:
+    run_id = run.run_id
     rows = [
-        {
-            "run_id": run.run_id,
-            "line_id": ln.line_id,
-            "apartment_id": apartment_ids.get(ln.apartment_id) if ln.apartment_id else None,
-            "object_number": ln.object_number,
-            "tenant_ref": ln.tenant_ref,
-            "kind": str(ln.kind),
-            "charge": ln.charge,
-            "medium": str(ln.medium) if ln.medium else None,
-            "payer": str(ln.payer),
-            "period_from": ln.period_from,
-            "period_to": ln.period_to,
-            "quantity": ln.quantity,
-            "unit": ln.unit,
-            "unit_price": ln.unit_price,
-            "net": ln.net,
-            "vat_rate": ln.vat_rate,
-            "vat": ln.vat,
-            "source": ln.source,
-            "estimated": ln.estimated,
-            "held": ln.held,
-            "corrects": ln.corrects,
-        }
+        (
+            run_id, ln.line_id, apartment_ids.get(ln.apartment_id) if ln.apartment_id else None,
+            ln.object_number, ln.tenant_ref, ln.kind.value, ln.charge,
+            ln.medium.value if ln.medium else None, ln.payer.value, ln.period_from, ln.period_to,
+            ln.quantity, ln.unit, ln.unit_price, ln.net, ln.vat_rate, ln.vat, ln.source,
+            ln.estimated, ln.held, ln.corrects,
+        )
         for ln in run.lines
-    ]
+    ]  # fmt: skip
     # Core inserts on the connection: one executemany each. The ORM's bulk insert fetches every
     # new line's id back (RETURNING, row by row through the driver), which was over half of a
     # fleet run's save (1.0 ms per apartment).
     conn = await session.connection()
-    if rows:
-        await insert_many(conn, cast(Table, BillingLineRecord.__table__), rows)
-    links: list[dict[str, Any]] = []
+    await insert_many(conn, cast(Table, BillingLineRecord.__table__), _LINE_COLUMNS, rows)
+    frames = raw_frames or {}
+    links: list[tuple[str, int, str, int | None]] = []
     for ln in run.lines:
         if ln.kind is LineKind.CREDIT:
             continue  # a credit points at the line it credits, whose links are stored with it
         seen: set[int] = set()
         for span in ln.spans:
             for rid in span.reading_ids:
-                if rid.isdigit() and int(rid) not in seen:
+                if rid.isdigit():
                     seen.add(int(rid))
         for reading in sorted(seen):
-            frame = (raw_frames or {}).get(str(reading))
-            links.append(
-                {
-                    "line_id": ln.line_id,
-                    "reading_id": reading,
-                    "run_id": run.run_id,
-                    "raw_frame_id": int(frame) if frame else None,
-                }
-            )
-    if links:
-        await insert_many(conn, cast(Table, BillingLineReading.__table__), links)
+            frame = frames.get(str(reading))
+            links.append((ln.line_id, reading, run_id, int(frame) if frame else None))
+    await insert_many(conn, cast(Table, BillingLineReading.__table__), _LINK_COLUMNS, links)
+
+
+_LINE_COLUMNS = (
+    "run_id", "line_id", "apartment_id", "object_number", "tenant_ref", "kind", "charge", "medium",
+    "payer", "period_from", "period_to", "quantity", "unit", "unit_price", "net", "vat_rate", "vat",
+    "source", "estimated", "held", "corrects",
+)  # fmt: skip
+_LINK_COLUMNS = ("line_id", "reading_id", "run_id", "raw_frame_id")
 
 
 def raw_frames_of(inp: BillingInput) -> dict[str, str | None]:

@@ -269,8 +269,11 @@ def test_line_rows_written_through_the_driver_are_the_core_inserts_rows(
     path = tmp_path / "central.sqlite"
     asyncio.run(build_database(path, apartments=4, per_property=4, days_around=2, seed=7))
 
-    async def core_insert(conn: object, table: object, rows: list[dict[str, object]]) -> None:
-        await conn.execute(insert(table), rows)  # type: ignore[attr-defined, arg-type]
+    async def core_insert(
+        conn: object, table: object, names: tuple[str, ...], rows: list[tuple[object, ...]]
+    ) -> None:
+        if rows:
+            await conn.execute(insert(table), [dict(zip(names, r, strict=True)) for r in rows])  # type: ignore[attr-defined, arg-type]
 
     async def save(run_id: str) -> None:
         db = await Database.open(f"sqlite+aiosqlite:///{path}", migrate=False)
@@ -299,11 +302,14 @@ def test_line_rows_written_through_the_driver_are_the_core_inserts_rows(
             async with db.sessions() as session:
                 row = (await session.execute(select(BillingLineReading))).scalars().first()
                 assert row is not None
-                copy = {"line_id": row.line_id, "reading_id": row.reading_id, "run_id": row.run_id}
+                copy = (row.line_id, row.reading_id, row.run_id, None)
                 conn = await session.connection()
                 with pytest.raises(IntegrityError):
                     await store.insert_many(
-                        conn, BillingLineReading.__table__, [{**copy, "raw_frame_id": None}]
+                        conn,
+                        BillingLineReading.__table__,
+                        ("line_id", "reading_id", "run_id", "raw_frame_id"),
+                        [copy],
                     )
         finally:
             await db.close()
