@@ -726,13 +726,17 @@ class StoredRun:
         return self.result.preview
 
 
+_Q_RUN_COUNT = Prepared(
+    select(func.count().label("count"))
+    .select_from(BillingRunRecord)
+    .where(BillingRunRecord.property_id == bindparam("prop"), BillingRunRecord.period_from == bindparam("lo"))
+)
+
+
 async def next_run_id(session: AsyncSession, prop: Property, period_from: date) -> str:
-    count = await session.scalar(
-        select(func.count())
-        .select_from(BillingRunRecord)
-        .where(BillingRunRecord.property_id == prop.id, BillingRunRecord.period_from == period_from)
-    )
-    return f"P{prop.id}-{period_from:%Y%m%d}-{(count or 0) + 1:02d}"
+    await session.flush()  # a run added in this session counts (the read goes past autoflush)
+    rows = await _Q_RUN_COUNT.rows(await session.connection(), {"prop": prop.id, "lo": period_from})
+    return f"P{prop.id}-{period_from:%Y%m%d}-{rows[0].count + 1:02d}"
 
 
 def _state(result: BillingRun | RunStopped) -> str:
