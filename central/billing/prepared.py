@@ -18,6 +18,7 @@ import sqlite3
 from collections import namedtuple
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Select, Table, insert
@@ -25,7 +26,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-__all__ = ["Prepared", "driver_errors", "insert_many"]
+__all__ = ["Prepared", "PreparedInsert", "driver_errors", "execute_insert", "insert_many", "prepare_insert"]
 
 _Compiled = tuple[str, list[str], list[Any], list[Any], list[Any]]  # sql, names, defaults, processors
 
@@ -80,34 +81,58 @@ class Prepared:
         return [make(v if p is None else p(v) for p, v in zip(result_procs, r, strict=True)) for r in rows]
 
 
-async def insert_many(
-    conn: AsyncConnection, table: Table, names: Sequence[str], rows: Sequence[tuple[Any, ...]]
-) -> None:
-    """``conn.execute(insert(table), [dict(zip(names, row)) for row in rows])``; on SQLite one
-    ``executemany`` through the driver, the values converted by the columns' own bind processors
-    (what the Core insert applies), in one thread hand-off instead of four and without a compiled
-    parameter set per row: a fleet run writes ~6 lines and ~16 reading links per apartment. The
-    rows are tuples in ``names``' order and converted a column at a time, only the columns that
-    have a processor (a dict and a generator per row were a third of writing the lines). A test
-    compares what both store."""
-    if not rows:
-        return
-    if conn.dialect.name != "sqlite":
-        await conn.execute(insert(table), [dict(zip(names, row, strict=True)) for row in rows])
-        return
-    procs = _bind_processors(table, tuple(names), conn.dialect)
+@dataclass(frozen=True, slots=True)
+class PreparedInsert:
+    """An insert of many rows with its values already converted for the connection's dialect."""
+
+    table: Table
+    sql: str | None  # the driver's statement on SQLite; None: through Core
+    params: Sequence[Any]
+
+
+def prepare_insert(
+    dialect: Dialect, table: Table, names: Sequence[str], rows: Sequence[tuple[Any, ...]]
+) -> PreparedInsert:
+    """``rows`` (tuples in ``names``' order) ready for ``execute_insert``: on SQLite converted by the
+    columns' own bind processors (what the Core insert applies), a column at a time and only the
+    columns that have a processor (a dict and a generator per row were a third of writing the
+    lines); elsewhere the dicts Core takes. Done before the first write, so a transaction holds
+    SQLite's write lock only for the statements themselves."""
+    if dialect.name != "sqlite":
+        return PreparedInsert(table, None, [dict(zip(names, row, strict=True)) for row in rows])
+    procs = _bind_processors(table, tuple(names), dialect)
     sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
     params: Sequence[tuple[Any, ...]] = rows
-    if any(procs):
+    if rows and any(procs):
         columns: list[Any] = list(zip(*rows, strict=True))
         for i, proc in enumerate(procs):
             if proc is not None:
                 columns[i] = [None if v is None else proc(v) for v in columns[i]]
         params = list(zip(*columns, strict=True))
+    return PreparedInsert(table, sql, params)
+
+
+async def execute_insert(conn: AsyncConnection, prepared: PreparedInsert) -> None:
+    """One ``executemany`` through the driver on SQLite (one thread hand-off instead of four, no
+    compiled parameter set per row: a fleet run writes ~6 lines and ~4 reading links per
+    apartment); ``conn.execute(insert(table), rows)`` elsewhere. A test compares what both store."""
+    if not prepared.params:
+        return
+    if prepared.sql is None:
+        await conn.execute(insert(prepared.table), list(prepared.params))
+        return
     driver = (await conn.get_raw_connection()).driver_connection
     assert driver is not None
-    with driver_errors(sql, conn.dialect):
-        await driver.executemany(sql, params)
+    with driver_errors(prepared.sql, conn.dialect):
+        await driver.executemany(prepared.sql, prepared.params)
+
+
+async def insert_many(
+    conn: AsyncConnection, table: Table, names: Sequence[str], rows: Sequence[tuple[Any, ...]]
+) -> None:
+    """``conn.execute(insert(table), [dict(zip(names, row)) for row in rows])``, as
+    ``prepare_insert`` + ``execute_insert``."""
+    await execute_insert(conn, prepare_insert(conn.dialect, table, names, rows))
 
 
 _PROCESSORS: dict[tuple[str, tuple[str, ...], str], list[Any]] = {}

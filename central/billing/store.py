@@ -38,6 +38,7 @@ from decimal import Decimal
 from typing import Any, cast
 
 from sqlalchemy import Table, and_, bindparam, delete, func, or_, select
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from central.checks import MAIN_REGISTER
@@ -94,7 +95,7 @@ from .model import (
     VatRounding,
 )
 from .money import ZERO, Rounding
-from .prepared import Prepared, driver_errors, insert_many
+from .prepared import Prepared, PreparedInsert, driver_errors, execute_insert, prepare_insert
 from .readings import (
     AlignmentNeeds,
     alignment_needs,
@@ -780,19 +781,25 @@ async def save_run(
         stop_reasons=canonical_json(result.reasons if isinstance(result, RunStopped) else ()).decode(),
         result=_result_json(result),
     )
+    conn = await session.connection()
+    # Every row built before the first write: on SQLite the transaction holds the database's write
+    # lock from its first insert to its commit, and another worker saving meanwhile waits in
+    # SQLite's busy handler, which sleeps 1, 2, 5, 10 ... ms between its tries.
+    writes = _line_writes(conn.dialect, run, apartment_ids, raw_frames) if run is not None else ()
     session.add(record)
     await session.flush()
-    if run is not None:
-        await _write_lines(session, run, apartment_ids, raw_frames)
+    for write in writes:
+        await execute_insert(conn, write)
     return record
 
 
-async def _write_lines(
-    session: AsyncSession,
+def _line_writes(
+    dialect: Dialect,
     run: BillingRun,
     apartment_ids: Mapping[str, int],
     raw_frames: Mapping[str, str | None] | None,
-) -> None:
+) -> tuple[PreparedInsert, PreparedInsert]:
+    """The inserts of ``run``'s line rows and their reading links, values converted."""
     run_id = run.run_id
     rows = [
         (
@@ -804,11 +811,6 @@ async def _write_lines(
         )
         for ln in run.lines
     ]  # fmt: skip
-    # Core inserts on the connection: one executemany each. The ORM's bulk insert fetches every
-    # new line's id back (RETURNING, row by row through the driver), which was over half of a
-    # fleet run's save (1.0 ms per apartment).
-    conn = await session.connection()
-    await insert_many(conn, cast(Table, BillingLineRecord.__table__), _LINE_COLUMNS, rows)
     frames = raw_frames or {}
     links: list[tuple[str, int, str, int | None]] = []
     for ln in run.lines:
@@ -822,7 +824,24 @@ async def _write_lines(
         for reading in sorted(seen):
             frame = frames.get(str(reading))
             links.append((ln.line_id, reading, run_id, int(frame) if frame else None))
-    await insert_many(conn, cast(Table, BillingLineReading.__table__), _LINK_COLUMNS, links)
+    # Core-level inserts on the connection, one executemany each: the ORM's bulk insert fetches
+    # every new line's id back (RETURNING, row by row through the driver), which was over half of
+    # a fleet run's save (1.0 ms per apartment).
+    return (
+        prepare_insert(dialect, cast(Table, BillingLineRecord.__table__), _LINE_COLUMNS, rows),
+        prepare_insert(dialect, cast(Table, BillingLineReading.__table__), _LINK_COLUMNS, links),
+    )
+
+
+async def _write_lines(
+    session: AsyncSession,
+    run: BillingRun,
+    apartment_ids: Mapping[str, int],
+    raw_frames: Mapping[str, str | None] | None,
+) -> None:
+    conn = await session.connection()
+    for write in _line_writes(conn.dialect, run, apartment_ids, raw_frames):
+        await execute_insert(conn, write)
 
 
 _LINE_COLUMNS = (

@@ -262,18 +262,17 @@ def test_line_rows_written_through_the_driver_are_the_core_inserts_rows(
     their SQLite types are those the Core insert stores."""
     import sqlite3
 
-    from sqlalchemy import insert
-
     from central.billing import store
+    from central.billing.prepared import PreparedInsert, insert_many
 
     path = tmp_path / "central.sqlite"
     asyncio.run(build_database(path, apartments=4, per_property=4, days_around=2, seed=7))
 
-    async def core_insert(
-        conn: object, table: object, names: tuple[str, ...], rows: list[tuple[object, ...]]
-    ) -> None:
-        if rows:
-            await conn.execute(insert(table), [dict(zip(names, r, strict=True)) for r in rows])  # type: ignore[attr-defined, arg-type]
+    def core_insert(
+        dialect: object, table: object, names: tuple[str, ...], rows: list[tuple[object, ...]]
+    ) -> PreparedInsert:
+        # The same rows through Core's own insert and bind processing (``sql=None``).
+        return PreparedInsert(table, None, [dict(zip(names, r, strict=True)) for r in rows])  # type: ignore[arg-type]
 
     async def save(run_id: str) -> None:
         db = await Database.open(f"sqlite+aiosqlite:///{path}", migrate=False)
@@ -305,7 +304,7 @@ def test_line_rows_written_through_the_driver_are_the_core_inserts_rows(
                 copy = (row.line_id, row.reading_id, row.run_id, None)
                 conn = await session.connection()
                 with pytest.raises(IntegrityError):
-                    await store.insert_many(
+                    await insert_many(
                         conn,
                         BillingLineReading.__table__,
                         ("line_id", "reading_id", "run_id", "raw_frame_id"),
@@ -315,7 +314,7 @@ def test_line_rows_written_through_the_driver_are_the_core_inserts_rows(
             await db.close()
 
     asyncio.run(again())
-    monkeypatch.setattr(store, "insert_many", core_insert)
+    monkeypatch.setattr(store, "prepare_insert", core_insert)
     asyncio.run(save("R-CORE"))
     con = sqlite3.connect(path)
     request.addfinalizer(con.close)
