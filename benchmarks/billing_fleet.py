@@ -32,14 +32,13 @@ linear extrapolation of it, stated as such (``make bench`` runs a small N; the s
 workers from the stored context (``document_context`` + ``comparisons_for``), as the export does.
 
 Measured (2 cores, idle; ``--apartments 10000 --workers 2 --documents 2``): 200 properties, 40,200
-meters, 18.8 M readings from 1.96 M frames (setup 14 min); the run 3.79-4.93 s wall, 6.9-8.2 CPU-s:
-per apartment load_input 0.28-0.34 ms CPU, compute_run 0.15-0.17, save_run + commit 0.27-0.32;
-linear extrapolation to 100,000 apartments (not measured) 38-49 s wall on 2 workers, 69-82 CPU-s (a
-third worker does not help: the two cores are 86 % busy already). With daily read-outs 45 days
-either side (``--days-around 45``, 1,000 apartments, 5.84 M readings) no more CPU per apartment
-(0.83 ms): load_input reads only the readings within 2 days of the instants the run aligns to, about
-ten per meter, whatever the window. Where the CPU goes and why 30 s is out of reach on two cores:
-README, "The billing run against 30 s".
+meters, 18.8 M readings from 1.96 M frames (setup 12 min); the run 3.60-3.84 s wall, 6.3-6.6 CPU-s:
+per apartment load_input 0.24-0.25 ms CPU, compute_run 0.14, save_run + commit 0.26-0.27; linear
+extrapolation to 100,000 apartments (not measured) 36-38 s wall on 2 workers, 63-66 CPU-s (a third
+worker does not help: the two cores are 87-89 % busy already). load_input reads only the readings
+within 26 h of the instants the run aligns to, four per meter for a month of nightly read-outs,
+whatever the window loaded around them (``--days-around``). Where the CPU goes and why 30 s is out
+of reach on two cores: README, "The billing run against 30 s".
 """
 
 from __future__ import annotations
