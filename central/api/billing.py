@@ -660,18 +660,24 @@ async def create_run(
             status.HTTP_409_CONFLICT,
             detail={"reasons": to_jsonable(result.reasons), "input_digest": result.input_digest},
         )
-    record = await save_run(session, prop, result, apartment_ids, created_by=who.username, raw_frames=frames)
-    _audit(
-        session,
-        who,
-        "billing.run.create",
-        "billing_run",
-        run_id,
-        f"state={record.state} input={result.input_digest}",
-    )
     try:
+        # The run id is taken from a count: a run of the same period saved meanwhile by another
+        # request has it already, which the insert (or, where it waited for the other's lock, the
+        # commit) refuses.
+        record = await save_run(
+            session, prop, result, apartment_ids, created_by=who.username, raw_frames=frames
+        )
+        _audit(
+            session,
+            who,
+            "billing.run.create",
+            "billing_run",
+            run_id,
+            f"state={record.state} input={result.input_digest}",
+        )
         await session.commit()
     except IntegrityError:
+        await session.rollback()
         raise HTTPException(
             409, detail="another run for this period was created at the same time; retry"
         ) from None

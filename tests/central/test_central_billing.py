@@ -440,3 +440,28 @@ async def test_stopped_run_waits_for_approval(app: FastAPI, client: httpx.AsyncC
     heat = [ln for ln in run["lines"] if ln["medium"] == "heat"]
     assert sum(D(ln["net"]) for ln in heat) == D("3235.37")
     assert any(ln["estimated"] for ln in heat)
+
+
+async def test_a_run_id_taken_meanwhile_is_a_conflict_and_loses_nothing(
+    app: FastAPI, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two requests for the same period count the same runs and pick the same id: the second one's
+    insert is refused. It gets a 409 saying to retry, and the stored run is untouched."""
+    import central.api.billing as billing_api
+
+    admin = await login(client, "admin", "pw-admin")
+    runs = (await client.get("/api/billing/properties/BRF-1/runs", headers=admin)).json()
+    taken = runs[0]["id"]
+    before = (await client.get(f"/api/billing/runs/{taken}", headers=admin)).json()
+
+    async def same_id(*_args: Any) -> str:
+        return str(taken)
+
+    monkeypatch.setattr(billing_api, "next_run_id", same_id)
+    r = await client.post(
+        "/api/billing/properties/BRF-1/runs", json={"period_from": "2025-03-01"}, headers=admin
+    )
+    assert r.status_code == 409, r.text
+    assert "retry" in r.json()["detail"]
+    assert (await client.get(f"/api/billing/runs/{taken}", headers=admin)).json() == before
+    assert len((await client.get("/api/billing/properties/BRF-1/runs", headers=admin)).json()) == len(runs)
