@@ -886,14 +886,19 @@ async def correct_run(
     inp, _ = await load_input(session, prop, period.start, period.end)
     empty = replace(inp, media=(), fixed_costs=(), meter_points=(), invoices=())
     result = compute_run(empty, new_id, datetime.now(UTC), who.username, corrections=lines)
-    record = await save_run(
-        session, prop, result, apartment_ids, created_by=who.username, kind="correction",
-        corrects_run_id=run_id, raw_frames=frames,
-    )  # fmt: skip
-    _audit(
-        session, who, "billing.run.correct", "billing_run", new_id, f"corrects={run_id} lines={len(lines)}"
-    )
-    await session.commit()
+    try:  # the new run's id is a count, as in create_run: taken meanwhile means retry
+        record = await save_run(
+            session, prop, result, apartment_ids, created_by=who.username, kind="correction",
+            corrects_run_id=run_id, raw_frames=frames,
+        )  # fmt: skip
+        detail = f"corrects={run_id} lines={len(lines)}"
+        _audit(session, who, "billing.run.correct", "billing_run", new_id, detail)
+        await session.commit()
+    except IntegrityError:
+        await session.rollback()
+        raise HTTPException(
+            409, detail="another run for this period was created at the same time; retry"
+        ) from None
     return {"changed": True, **_run_view(record, result, lines=True)}
 
 
