@@ -95,8 +95,8 @@ def prepare_insert(
 ) -> PreparedInsert:
     """``rows`` (tuples in ``names``' order) ready for ``execute_insert``: on SQLite converted by the
     columns' own bind processors (what the Core insert applies), a column at a time and only the
-    columns that have a processor (a dict and a generator per row were a third of writing the
-    lines); elsewhere the dicts Core takes. Done before the first write, so a transaction holds
+    columns that have a processor (a dict and a generator per row were most of the Python side of
+    writing the lines); elsewhere the dicts Core takes. Done before the first write, so a transaction holds
     SQLite's write lock only for the statements themselves."""
     if dialect.name != "sqlite":
         return PreparedInsert(table, None, [dict(zip(names, row, strict=True)) for row in rows])
@@ -114,7 +114,7 @@ def prepare_insert(
 
 async def execute_insert(conn: AsyncConnection, prepared: PreparedInsert) -> None:
     """One ``executemany`` through the driver on SQLite (one thread hand-off instead of four, no
-    compiled parameter set per row: a fleet run writes ~6 lines and ~4 reading links per
+    compiled parameter set per row: a fleet run writes ~6 lines and ~16 reading links per
     apartment); ``conn.execute(insert(table), rows)`` elsewhere. A test compares what both store."""
     if not prepared.params:
         return

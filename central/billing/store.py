@@ -739,7 +739,7 @@ class StoredRun:
 
 
 _Q_RUN_COUNT = Prepared(
-    select(func.count().label("count"))
+    select(func.count().label("runs"))
     .select_from(BillingRunRecord)
     .where(BillingRunRecord.property_id == bindparam("prop"), BillingRunRecord.period_from == bindparam("lo"))
 )
@@ -748,7 +748,7 @@ _Q_RUN_COUNT = Prepared(
 async def next_run_id(session: AsyncSession, prop: Property, period_from: date) -> str:
     await session.flush()  # a run added in this session counts (the read goes past autoflush)
     rows = await _Q_RUN_COUNT.rows(await session.connection(), {"prop": prop.id, "lo": period_from})
-    return f"P{prop.id}-{period_from:%Y%m%d}-{rows[0].count + 1:02d}"
+    return f"P{prop.id}-{period_from:%Y%m%d}-{rows[0].runs + 1:02d}"
 
 
 def _state(result: BillingRun | RunStopped) -> str:
