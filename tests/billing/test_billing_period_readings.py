@@ -284,3 +284,26 @@ def test_daily_read_outs_hold_their_neighbours_within_two_days() -> None:
     assert fetched is not None
     assert fetched == every
     assert len(every) == 6  # one either side of each of the three instants, none read right then
+
+
+def test_what_alignment_looks_at_is_what_is_kept() -> None:
+    """``nearest_positions`` per instant: the reading taken right then and nothing else; else the
+    nearest on each side; with one side only, the two nearest there (what extrapolation draws its
+    line through). With a margin, a one-sided instant is refused (nothing says what lies beyond
+    the fetch) and so is a neighbour farther out than the margin."""
+    from datetime import UTC
+
+    from central.billing.readings import nearest_positions
+
+    t = [datetime(2024, 3, d, 2, tzinfo=UTC) for d in (1, 2, 3, 5, 6)]
+    assert nearest_positions(t, [t[2]]) == {2}  # read right then
+    assert nearest_positions(t, [t[2] + timedelta(hours=1)]) == {2, 3}  # between the 3rd and the 5th
+    assert nearest_positions(t, [t[-1] + timedelta(days=1)]) == {3, 4}  # after the last: two before
+    assert nearest_positions(t, [t[0] - timedelta(days=1)]) == {0, 1}  # before the first: two after
+    assert nearest_positions(t[:1], [t[0] + timedelta(days=1)]) == {0}  # one reading: nothing to draw
+    assert nearest_positions([], [t[0]]) == set()
+    day = timedelta(hours=26)
+    assert nearest_positions(t, [t[2]], day) == {2}
+    assert nearest_positions(t, [t[1] + timedelta(hours=1)], day) == {1, 2}
+    assert nearest_positions(t, [t[2] + timedelta(hours=1)], day) is None  # the 5th is 47 h out
+    assert nearest_positions(t, [t[-1] + timedelta(hours=1)], day) is None  # nothing after
