@@ -13,7 +13,8 @@ and creates a new run with credit and re-bill lines. Every step writes the audit
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -633,6 +634,20 @@ async def list_runs(key: str, who: PrincipalDep, session: SessionDep) -> list[di
     ]
 
 
+@asynccontextmanager
+async def _run_id_taken_is_a_conflict(session: AsyncSession) -> AsyncIterator[None]:
+    """Saving a new run: its id is a count of the period's runs, so a run saved meanwhile by another
+    request has it already, which the insert (or, where it waited for the other's lock, the commit)
+    refuses. That is a 409 to retry, with nothing of this request stored."""
+    try:
+        yield
+    except IntegrityError:
+        await session.rollback()
+        raise HTTPException(
+            409, detail="another run for this period was created at the same time; retry"
+        ) from None
+
+
 @router.post("/properties/{key}/runs", status_code=201)
 async def create_run(
     key: str, body: RunIn, who: PrincipalDep, session: SessionDep, response: Response
@@ -660,10 +675,7 @@ async def create_run(
             status.HTTP_409_CONFLICT,
             detail={"reasons": to_jsonable(result.reasons), "input_digest": result.input_digest},
         )
-    try:
-        # The run id is taken from a count: a run of the same period saved meanwhile by another
-        # request has it already, which the insert (or, where it waited for the other's lock, the
-        # commit) refuses.
+    async with _run_id_taken_is_a_conflict(session):
         record = await save_run(
             session, prop, result, apartment_ids, created_by=who.username, raw_frames=frames
         )
@@ -676,11 +688,6 @@ async def create_run(
             f"state={record.state} input={result.input_digest}",
         )
         await session.commit()
-    except IntegrityError:
-        await session.rollback()
-        raise HTTPException(
-            409, detail="another run for this period was created at the same time; retry"
-        ) from None
     if isinstance(result, RunStopped):
         response.status_code = status.HTTP_202_ACCEPTED
     return _run_view(record, result, lines=False)
@@ -886,7 +893,7 @@ async def correct_run(
     inp, _ = await load_input(session, prop, period.start, period.end)
     empty = replace(inp, media=(), fixed_costs=(), meter_points=(), invoices=())
     result = compute_run(empty, new_id, datetime.now(UTC), who.username, corrections=lines)
-    try:  # the new run's id is a count, as in create_run: taken meanwhile means retry
+    async with _run_id_taken_is_a_conflict(session):
         record = await save_run(
             session, prop, result, apartment_ids, created_by=who.username, kind="correction",
             corrects_run_id=run_id, raw_frames=frames,
@@ -894,11 +901,6 @@ async def correct_run(
         detail = f"corrects={run_id} lines={len(lines)}"
         _audit(session, who, "billing.run.correct", "billing_run", new_id, detail)
         await session.commit()
-    except IntegrityError:
-        await session.rollback()
-        raise HTTPException(
-            409, detail="another run for this period was created at the same time; retry"
-        ) from None
     return {"changed": True, **_run_view(record, result, lines=True)}
 
 
