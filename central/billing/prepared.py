@@ -9,7 +9,8 @@ applies, looked up once instead of per row); elsewhere it runs through Core. Eit
 are named tuples of the selected columns.
 
 Only scalar bind parameters (no expanding IN lists): the statements select by property, joining
-instead of passing id lists. ``insert_many`` is the same for the rows a run writes.
+instead of passing id lists. ``prepare_insert`` + ``execute_insert`` are the same for the rows a
+run writes.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-__all__ = ["Prepared", "PreparedInsert", "driver_errors", "execute_insert", "insert_many", "prepare_insert"]
+__all__ = ["Prepared", "PreparedInsert", "driver_errors", "execute_insert", "prepare_insert"]
 
 _Compiled = tuple[str, list[str], list[Any], list[Any], list[Any]]  # sql, names, defaults, processors
 
@@ -96,8 +97,8 @@ def prepare_insert(
     """``rows`` (tuples in ``names``' order) ready for ``execute_insert``: on SQLite converted by the
     columns' own bind processors (what the Core insert applies), a column at a time and only the
     columns that have a processor (a dict and a generator per row were most of the Python side of
-    writing the lines); elsewhere the dicts Core takes. Done before the first write, so a transaction holds
-    SQLite's write lock only for the statements themselves."""
+    writing the lines); elsewhere the dicts Core takes. Done before the first write, so a
+    transaction holds SQLite's write lock only for the statements themselves."""
     if dialect.name != "sqlite":
         return PreparedInsert(table, None, [dict(zip(names, row, strict=True)) for row in rows])
     procs = _bind_processors(table, tuple(names), dialect)
@@ -125,14 +126,6 @@ async def execute_insert(conn: AsyncConnection, prepared: PreparedInsert) -> Non
     assert driver is not None
     with driver_errors(prepared.sql, conn.dialect):
         await driver.executemany(prepared.sql, prepared.params)
-
-
-async def insert_many(
-    conn: AsyncConnection, table: Table, names: Sequence[str], rows: Sequence[tuple[Any, ...]]
-) -> None:
-    """``conn.execute(insert(table), [dict(zip(names, row)) for row in rows])``, as
-    ``prepare_insert`` + ``execute_insert``."""
-    await execute_insert(conn, prepare_insert(conn.dialect, table, names, rows))
 
 
 _PROCESSORS: dict[tuple[str, tuple[str, ...], str], list[Any]] = {}

@@ -263,7 +263,7 @@ def test_line_rows_written_through_the_driver_are_the_core_inserts_rows(
     import sqlite3
 
     from central.billing import store
-    from central.billing.prepared import PreparedInsert, insert_many
+    from central.billing.prepared import PreparedInsert, execute_insert, prepare_insert
 
     path = tmp_path / "central.sqlite"
     asyncio.run(build_database(path, apartments=4, per_property=4, days_around=2, seed=7))
@@ -303,13 +303,10 @@ def test_line_rows_written_through_the_driver_are_the_core_inserts_rows(
                 assert row is not None
                 copy = (row.line_id, row.reading_id, row.run_id, None)
                 conn = await session.connection()
+                names = ("line_id", "reading_id", "run_id", "raw_frame_id")
+                duplicate = prepare_insert(conn.dialect, BillingLineReading.__table__, names, [copy])
                 with pytest.raises(IntegrityError):
-                    await insert_many(
-                        conn,
-                        BillingLineReading.__table__,
-                        ("line_id", "reading_id", "run_id", "raw_frame_id"),
-                        [copy],
-                    )
+                    await execute_insert(conn, duplicate)
         finally:
             await db.close()
 
